@@ -1,0 +1,50 @@
+# purerl: every target sets itself up. `make train` and `make test` are all a fresh clone needs.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= configs/tiny.yaml
+ARGS ?=
+BASE_MODEL ?= models/tiny-moe-base
+RUN_DIR ?=
+RESUME ?=
+CKPT ?=
+
+export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export RAY_USAGE_STATS_ENABLED ?= 0
+
+.PHONY: install train eval test test-slow lint clean base-model bench
+
+# The stamp depends on the files that define the environment, so editing them refreshes it.
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	bash scripts/install.sh $(VENV) $(PY)
+	touch $@
+
+install: $(VENV)/.installed
+
+$(BASE_MODEL)/config.json: | $(VENV)/.installed
+	$(BIN)/python -m rl.base_model --out $(BASE_MODEL)
+
+base-model: $(BASE_MODEL)/config.json
+
+train: $(VENV)/.installed $(BASE_MODEL)/config.json
+	$(BIN)/python -m rl.train --config $(CONFIG) $(if $(RUN_DIR),run.dir=$(RUN_DIR)) $(ARGS)
+
+eval: $(VENV)/.installed $(BASE_MODEL)/config.json
+	$(BIN)/python -m rl.evaluate --config $(CONFIG) $(if $(CKPT),--checkpoint $(CKPT)) $(ARGS)
+
+test: $(VENV)/.installed $(BASE_MODEL)/config.json
+	$(BIN)/python -m pytest -m "not slow" -q $(ARGS)
+
+test-slow: $(VENV)/.installed $(BASE_MODEL)/config.json
+	$(BIN)/python -m pytest -m slow -q $(ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check rl rewards rollout tests scripts
+
+clean:
+	rm -rf $(VENV) models runs .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

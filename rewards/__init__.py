@@ -1,0 +1,28 @@
+"""Rule-based rewards: verifiers (math, code, format), their registry, and `score_batch`, the hard-limited pool."""
+
+from rewards.format import FormatVerifier, format_reward
+from rewards.pool import close_pool, score_batch
+from rewards.registry import (
+    ENTRY_POINT_GROUP,
+    UnknownVerifierError,
+    get_verifier,
+    list_verifiers,
+    register_verifier,
+    verifier_name,
+)
+from rewards.types import STATUSES, Reward
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "STATUSES",
+    "FormatVerifier",
+    "Reward",
+    "UnknownVerifierError",
+    "close_pool",
+    "format_reward",
+    "get_verifier",
+    "list_verifiers",
+    "register_verifier",
+    "score_batch",
+    "verifier_name",
+]

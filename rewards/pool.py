@@ -1,0 +1,202 @@
+"""`score_batch`: run verifiers in a persistent pool of worker processes with a hard per-item time limit.
+
+Workers are fresh interpreters (`python -m rewards._worker`, never fork), warmed up once and reused across
+calls. A worker that overruns its item's limit is SIGKILLed and replaced; the item gets status "timeout".
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from multiprocessing.connection import Connection, wait
+
+from rewards.registry import get_verifier
+from rewards.types import Reward
+
+DEFAULT_TIMEOUT_S = 10.0
+SOFT_FRACTION = 0.8  # the worker's own alarm fires first, so most overruns need no respawn
+START_TIMEOUT_S = 120.0
+MAX_START_FAILURES = 3
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _Worker:
+    def __init__(self, spawner: concurrent.futures.Executor):
+        p2c_r, p2c_w = os.pipe()
+        c2p_r, c2p_w = os.pipe()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([_PKG_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        cmd = [sys.executable, "-m", "rewards._worker", str(p2c_r), str(c2p_w)]
+        # Spawned from one long-lived thread: the worker's parent-death signal is tied to that thread.
+        self.proc = spawner.submit(subprocess.Popen, cmd, pass_fds=(p2c_r, c2p_w), env=env).result()
+        os.close(p2c_r)
+        os.close(c2p_w)
+        self.inbox = Connection(c2p_r, writable=False)
+        self.outbox = Connection(p2c_w, readable=False)
+        self.outbox.send(list(sys.path))
+        self.ready = False
+        self.started = time.monotonic()
+        self.seq: int | None = None
+        self.deadline = 0.0
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.inbox.close()
+        self.outbox.close()
+
+
+class WorkerPool:
+    """A fixed number of warm worker processes; `run` scores a list of items in order."""
+
+    def __init__(self, workers: int):
+        self.size = workers
+        self._spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="purerl-reward-spawner")
+        self.workers = [_Worker(self._spawner) for _ in range(workers)]
+        self.start_failures = 0
+        self.lock = threading.Lock()
+
+    def _replace(self, w: _Worker) -> None:
+        w.kill()
+        self.workers[self.workers.index(w)] = _Worker(self._spawner)
+
+    def run(self, payloads: list[bytes | Reward], timeouts: list[float]) -> list[Reward]:
+        with self.lock:
+            return self._run(payloads, timeouts)
+
+    def _run(self, payloads, timeouts) -> list[Reward]:
+        results: list[Reward | None] = [p if isinstance(p, Reward) else None for p in payloads]
+        pending = deque(i for i, p in enumerate(payloads) if not isinstance(p, Reward))
+        while pending or any(w.seq is not None for w in self.workers):
+            for w in self.workers:
+                if w.ready and w.seq is None and pending:
+                    i = pending.popleft()
+                    try:
+                        w.outbox.send((i, payloads[i]))
+                    except OSError as e:  # died between items: the item is not lost, only delayed
+                        pending.appendleft(i)
+                        self.start_failures += 1
+                        self._replace(w)
+                        if self.start_failures > MAX_START_FAILURES:
+                            raise RuntimeError(f"reward workers keep dying: {e!r}") from e
+                        continue
+                    w.seq, w.deadline = i, time.monotonic() + timeouts[i]
+            if self.start_failures > MAX_START_FAILURES:
+                for i in pending:
+                    results[i] = Reward.fail("error", reason="reward workers failed to start")
+                pending.clear()
+                if all(w.seq is None for w in self.workers):
+                    break
+            now = time.monotonic()
+            limits = [w.deadline if w.seq is not None else w.started + START_TIMEOUT_S for w in self.workers]
+            ready = wait([w.inbox for w in self.workers], timeout=max(0.0, min(limits) - now))
+            for w in list(self.workers):
+                if w.inbox in ready:
+                    self._receive(w, results)
+            now = time.monotonic()
+            for w in list(self.workers):
+                if w.seq is not None and now >= w.deadline:
+                    results[w.seq] = Reward.fail("timeout", reason="hard time limit: worker killed", limit_s=timeouts[w.seq])
+                    self._replace(w)
+                elif not w.ready and now >= w.started + START_TIMEOUT_S:
+                    self.start_failures += 1
+                    self._replace(w)
+        return results  # type: ignore[return-value]
+
+    def _receive(self, w: _Worker, results: list) -> None:
+        try:
+            msg = w.inbox.recv()
+        except (EOFError, OSError):
+            code = w.proc.poll()
+            if w.seq is not None:
+                results[w.seq] = Reward.fail("error", reason=f"reward worker died (exit code {code})")
+            else:
+                self.start_failures += 1
+            self._replace(w)
+            return
+        if msg[0] == "ready":
+            w.ready = True
+            self.start_failures = 0
+        elif msg[0] == w.seq:
+            results[w.seq] = msg[1]
+            w.seq = None
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.outbox.close()  # EOF: idle workers exit on their own
+        for w in self.workers:
+            try:
+                w.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+            w.kill()
+        self.workers = []
+        self._spawner.shutdown(wait=False)
+
+
+_POOL: WorkerPool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _get_pool(workers: int) -> WorkerPool:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None and _POOL.size != workers:
+            _POOL.close()
+            _POOL = None
+        if _POOL is None:
+            _POOL = WorkerPool(workers)
+        return _POOL
+
+
+def close_pool() -> None:
+    """Stop the worker processes (also runs at interpreter exit); the next score_batch starts new ones."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL.close()
+            _POOL = None
+
+
+atexit.register(close_pool)
+
+
+def _prepare(item, timeout_s: float | None) -> tuple[bytes | Reward, float]:
+    name, response, reference, metadata = item
+    fn = get_verifier(name) if isinstance(name, str) else name  # unknown names raise here, before any work
+    limit = timeout_s if timeout_s is not None else float(getattr(fn, "timeout_s", DEFAULT_TIMEOUT_S))
+    hint = getattr(fn, "__module__", None) if isinstance(name, str) else None
+    try:
+        blob = pickle.dumps((name, hint, response, reference, dict(metadata or {}), limit * SOFT_FRACTION))
+    except Exception as e:
+        return Reward.fail("error", reason=f"item not picklable: {e!r}"), limit
+    return blob, limit
+
+
+def score_batch(items, workers: int | None = None, timeout_s: float | None = None) -> list[Reward]:
+    """Score `(verifier, response, reference, metadata)` items in worker processes; results keep order.
+
+    verifier: a registered name, a "pkg.mod:fn" path, an entry-point name, or a picklable verifier object
+    (e.g. a factory product). timeout_s: hard wall-time limit per item; None uses the verifier's
+    `timeout_s` attribute (math 10 s, code 60 s, format 5 s) or 10 s.
+    """
+    items = list(items)
+    if not items:
+        return []
+    prepared = [_prepare(it, timeout_s) for it in items]
+    pool = _get_pool(workers or default_workers())
+    return pool.run([p for p, _ in prepared], [t for _, t in prepared])

@@ -1,0 +1,249 @@
+"""The one typed config of a purerl run: nested dataclasses, loaded from YAML by OmegaConf.
+
+Defaults live here only. `load_config` rejects unknown keys and wrong types before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from omegaconf import OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, has the wrong type, or an invalid value."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = "models/tiny-moe-base"
+    """Local Hugging Face folder, or a hub id when the hub is reachable."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Precision of the trainer and the engines. float32 keeps logprob parity tight."""
+
+
+@dataclass
+class DataConfig:
+    train: str = "rl/data/arithmetic/train.jsonl"
+    """Training prompts: local .jsonl/.parquet file, or a hub dataset name."""
+    eval: str = "rl/data/arithmetic/heldout.jsonl"
+    """Held-out prompts scored before and after training."""
+    split: str = "train"
+    """Split to read when `train`/`eval` is a hub dataset name."""
+    template: Literal["r1_zero", "none"] = "r1_zero"
+    """Prompt template. `r1_zero` wraps the question in DeepSeek-R1-Zero's template."""
+    eval_size: int = 256
+    """Number of held-out problems scored (the first N of `eval`)."""
+    seed: int = 0
+    """Seed of the shuffle of the training prompts."""
+
+
+@dataclass
+class RolloutConfig:
+    num_engines: int = 1
+    """Number of Ray actors, each holding one vLLM engine."""
+    engine_cpus: float = 1.0
+    """CPUs reserved by each engine actor in Ray."""
+    n: int = 8
+    """Group size G: samples per prompt."""
+    temperature: float = 1.0
+    """Sampling temperature (also applied to the trainer's logits)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold."""
+    max_new_tokens: int = 64
+    """Cap on generated tokens per sample."""
+    stop: list[str] = field(default_factory=lambda: ["</answer>"])
+    """Stop strings; the stop string is kept in the output so the format reward can see it."""
+    kv_cache_gib: int = 1
+    """KV cache size per engine on CPU, in whole GiB (VLLM_CPU_KVCACHE_SPACE)."""
+    gpu_memory_utilization: float = 0.3
+    """Share of device memory an engine may take on GPU."""
+    enforce_eager: bool = True
+    """Skip graph capture / compilation; faster start for tiny models."""
+    seed: int = 0
+    """Seed of the engines' samplers."""
+
+
+@dataclass
+class RewardTerm:
+    verifier: str = "math"
+    """Registered verifier name, or a dotted path `pkg.mod:fn`."""
+    weight: float = 1.0
+    """Weight of this term in the total reward."""
+
+
+@dataclass
+class RewardConfig:
+    terms: list[RewardTerm] = field(
+        default_factory=lambda: [RewardTerm("math", 1.0), RewardTerm("format", 0.1)]
+    )
+    """Verifiers and their weights; the total reward is the weighted sum."""
+    workers: int = 2
+    """Processes that score rewards (each item is hard-killed at `timeout_s`)."""
+    timeout_s: float = 5.0
+    """Wall-time limit per item."""
+    accuracy_verifier: str = "math"
+    """The verifier whose full score (1.0) counts a sample as correct (reward/accuracy, held-out eval)."""
+
+
+@dataclass
+class AlgoConfig:
+    advantage: str = "grpo"
+    """Advantage estimator (rl/advantages.py registry)."""
+    loss: str = "ppo_clip"
+    """Policy loss (rl/losses.py registry)."""
+    loss_agg: str = "seq_mean_token_mean"
+    """How per-token losses reduce to a scalar (rl/aggregation.py)."""
+    clip_low: float = 0.2
+    """Lower clip range: ratio >= 1 - clip_low."""
+    clip_high: float = 0.2
+    """Upper clip range: ratio <= 1 + clip_high (DAPO clip-higher when > clip_low)."""
+    dual_clip: float | None = None
+    """Dual-clip constant c > 1 for negative advantages; null disables it."""
+    kl_coef: float = 0.0
+    """beta of the KL penalty to the frozen reference; 0 loads no reference model."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """KL estimator (Schulman 2020)."""
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 40
+    """Optimizer steps (one rollout batch each)."""
+    prompts_per_step: int = 16
+    """Prompts per rollout batch; the batch holds prompts_per_step * rollout.n samples."""
+    micro_batch_size: int = 32
+    """Sequences per forward/backward; gradients accumulate over the batch."""
+    lr: float = 5e-5
+    """AdamW learning rate (constant after warm-up)."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Max global gradient norm."""
+    threads: int = 0
+    """torch threads of the trainer; 0 keeps torch's default."""
+    seed: int = 0
+    """Seed of torch in the trainer."""
+
+
+@dataclass
+class RunConfig:
+    dir: str = ""
+    """Run directory; empty means runs/<timestamp>."""
+    eval_before: bool = True
+    """Score the held-out set before training (summary.json base_accuracy)."""
+    eval_after: bool = True
+    """Score the held-out set after training (summary.json final_accuracy)."""
+    save_checkpoint: bool = True
+    """Write the final policy as a Hugging Face folder in <dir>/checkpoint."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _build(tp: Any, value: Any, key: str) -> Any:
+    """Checks `value` against the annotation `tp` and builds dataclasses; errors name the dotted key."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key or 'config'}: expected a mapping, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        names = [f.name for f in dataclasses.fields(tp)]
+        for k in value:
+            if k not in names:
+                where = f"'{key}.{k}'" if key else f"'{k}'"
+                raise ConfigError(f"unknown config key {where}; valid keys here: {', '.join(names)}")
+        kwargs = {k: _build(hints[k], v, f"{key}.{k}" if key else k) for k, v in value.items()}
+        return tp(**kwargs)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(tp))}")
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _build(inner[0], value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_build(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")  # a schema bug, not a user error
+
+
+def validate(cfg: Config) -> Config:
+    """Value checks that types cannot express."""
+    checks = [
+        (cfg.rollout.n >= 2, "rollout.n must be >= 2 (GRPO needs a group)"),
+        (cfg.rollout.num_engines >= 1, "rollout.num_engines must be >= 1"),
+        (cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),
+        (cfg.rollout.temperature > 0, "rollout.temperature must be > 0"),
+        (0 < cfg.rollout.top_p <= 1, "rollout.top_p must be in (0, 1]"),
+        (cfg.trainer.prompts_per_step >= 1, "trainer.prompts_per_step must be >= 1"),
+        (cfg.trainer.micro_batch_size >= 1, "trainer.micro_batch_size must be >= 1"),
+        (cfg.trainer.lr > 0, "trainer.lr must be > 0"),
+        (cfg.trainer.steps >= 0, "trainer.steps must be >= 0"),
+        (len(cfg.trainer.betas) == 2, "trainer.betas must have two values"),
+        (cfg.algo.kl_coef >= 0, "algo.kl_coef must be >= 0"),
+        (len(cfg.reward.terms) >= 1, "reward.terms must name at least one verifier"),
+        (cfg.reward.workers >= 1, "reward.workers must be >= 1"),
+        (cfg.data.eval_size >= 1, "data.eval_size must be >= 1"),
+        (
+            cfg.reward.accuracy_verifier in [t.verifier for t in cfg.reward.terms],
+            f"reward.accuracy_verifier {cfg.reward.accuracy_verifier!r} is not one of reward.terms' verifiers",
+        ),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """YAML file + dotted overrides (`rollout.n=16`) -> validated Config."""
+    merged = OmegaConf.create({})
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        merged = OmegaConf.merge(merged, OmegaConf.load(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+    if overrides:
+        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+    raw = OmegaConf.to_container(merged, resolve=True)
+    return validate(_build(Config, raw, ""))
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg)))

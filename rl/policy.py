@@ -1,0 +1,63 @@
+"""Loading the policy (and the frozen reference) and saving checkpoints in Hugging Face format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+class ModelPathError(ValueError):
+    """The model path is neither a local Hugging Face folder nor a loadable hub id."""
+
+
+def resolve_model_path(path: str) -> str:
+    """A local folder must hold config.json; anything else is tried as a hub id (fails clearly offline)."""
+    p = Path(path)
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ModelPathError(f"model path {path!r} exists but has no config.json (not a Hugging Face model folder)")
+        return str(p)
+    if path.startswith((".", "/", "~")) or path.count("/") != 1:
+        raise ModelPathError(
+            f"model path {path!r} not found. For the embedded default run `make base-model`; "
+            "otherwise give a local Hugging Face folder or a hub id like org/name"
+        )
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(path)
+    except Exception as e:
+        raise ModelPathError(f"model {path!r} is not a local folder and could not be fetched from the hub: {e}") from e
+
+
+def load_policy(path: str, dtype: str, trainable: bool = True):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    model.train(trainable)
+    if not trainable:
+        model.requires_grad_(False)
+    return model
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def save_checkpoint(model, tokenizer, out: Path) -> Path:
+    """Writes to a temporary folder and renames it, so a half-written checkpoint never has the final name."""
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out

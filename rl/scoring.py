@@ -1,0 +1,60 @@
+"""Scores rollout groups with the configured verifiers and combines them into one reward per sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+import rewards
+from rl.config import RewardConfig
+from rl.data import PromptRow
+from rollout.types import RolloutGroup
+
+
+@dataclass
+class ScoredGroups:
+    """Rewards of P groups of G samples."""
+
+    total: torch.Tensor  # (P, G) weighted sum over terms
+    valid: torch.Tensor  # (P, G) bool; False where a verifier failed for infrastructure reasons
+    terms: dict[str, torch.Tensor]  # verifier -> (P, G) score
+    statuses: dict[str, list[str]]  # verifier -> P*G statuses, group-major
+
+
+def score_groups(groups: list[RolloutGroup], rows: dict[int, PromptRow], cfg: RewardConfig) -> ScoredGroups:
+    """All (term, sample) items go to the reward pool at once; an `error` status masks the sample.
+
+    A `timeout` is the response's own doing (e.g. an expression too large to compare), so it scores 0
+    and stays in the batch; both are counted in the metrics.
+    """
+    P, G = len(groups), len(groups[0].completions)
+    samples = [(rows[g.prompt_index], c.text) for g in groups for c in g.completions]
+    items = [(t.verifier, text, row.answer, row.metadata) for t in cfg.terms for row, text in samples]
+    results = rewards.score_batch(items, workers=cfg.workers, timeout_s=cfg.timeout_s)
+    total = torch.zeros(P * G)
+    valid = torch.ones(P * G, dtype=torch.bool)
+    terms, statuses = {}, {}
+    for k, term in enumerate(cfg.terms):
+        chunk = results[k * P * G : (k + 1) * P * G]
+        scores = torch.tensor([r.score for r in chunk], dtype=torch.float32)
+        total += term.weight * scores
+        valid &= torch.tensor([r.status != "error" for r in chunk])
+        terms[term.verifier] = scores.view(P, G)
+        statuses[term.verifier] = [r.status for r in chunk]
+    return ScoredGroups(total.view(P, G), valid.view(P, G), terms, statuses)
+
+
+def reward_metrics(scored: ScoredGroups, accuracy_verifier: str) -> dict[str, float]:
+    """reward/mean over valid samples, reward/<verifier>/mean, reward/accuracy, status counts."""
+    v = scored.valid
+    out = {"reward/mean": float(scored.total[v].mean()) if v.any() else 0.0, "reward/masked": int((~v).sum())}
+    for name, scores in scored.terms.items():
+        out[f"reward/{name}/mean"] = float(scores[v].mean()) if v.any() else 0.0
+        for status in ("timeout", "error"):
+            out[f"reward/{name}/{status}"] = scored.statuses[name].count(status)
+    if accuracy_verifier in scored.terms:
+        out["reward/accuracy"] = float((scored.terms[accuracy_verifier][v] >= 1.0).float().mean()) if v.any() else 0.0
+    if "format" in scored.terms:
+        out["reward/format"] = out["reward/format/mean"]
+    return out

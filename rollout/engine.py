@@ -1,0 +1,56 @@
+"""Plain functions around one vLLM engine: start it, sample groups, score given tokens."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rollout.types import Completion, RolloutGroup
+
+
+def create_engine(model_path: str, *, dtype: str, seed: int, enforce_eager: bool, kv_cache_gib: int,
+                  gpu_memory_utilization: float, max_model_len: int):
+    """A vLLM engine running in this process, so `collective_rpc` can reach its worker directly."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+    from vllm import LLM
+
+    return LLM(
+        model=model_path,
+        dtype=dtype,
+        seed=seed,
+        enforce_eager=enforce_eager,
+        max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization,
+        enable_prefix_caching=False,  # reused KV from before a weight update would be stale
+    )
+
+
+def sampling_params(n: int, temperature: float, top_p: float, max_new_tokens: int, stop: list[str], seed: int | None = None):
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=n,
+        temperature=temperature,
+        top_p=top_p,
+        max_tokens=max_new_tokens,
+        stop=list(stop),
+        include_stop_str_in_output=True,  # the format reward must see the closing tag
+        logprobs=0,  # the sampled token's own logprob
+        seed=seed,
+    )
+
+
+def generate_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[int], params: Any) -> list[RolloutGroup]:
+    """One RolloutGroup per prompt, with `params.n` completions each."""
+    from vllm.inputs import TokensPrompt
+
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params, use_tqdm=False)
+    groups = []
+    for idx, ids, out in zip(prompt_indices, prompt_ids, outputs):
+        group = RolloutGroup(prompt_index=idx, prompt_ids=list(ids))
+        for c in out.outputs:
+            lps = [step[tok].logprob for step, tok in zip(c.logprobs, c.token_ids)]
+            group.completions.append(Completion(list(c.token_ids), c.text, lps, c.finish_reason or "length"))
+        groups.append(group)
+    return groups

@@ -1,0 +1,25 @@
+"""What the rollout stage hands to the rest of the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Completion:
+    """One sampled answer: its tokens, text, per-token sampling logprobs and why it stopped."""
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]  # (T,) logprob of each generated token under the sampler
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+@dataclass
+class RolloutGroup:
+    """G completions of one prompt (the GRPO group)."""
+
+    prompt_index: int  # dataset index of the prompt (the data ledger)
+    prompt_ids: list[int]
+    completions: list[Completion] = field(default_factory=list)
+    engine: int = -1  # which engine produced the group

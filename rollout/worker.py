@@ -1,0 +1,28 @@
+"""The Ray actor that holds one vLLM engine. Thin: it owns the engine and calls plain functions."""
+
+from __future__ import annotations
+
+import ray
+
+from rollout.engine import create_engine, generate_groups, sampling_params
+from rollout.types import RolloutGroup
+from rollout.weight_sync import push_weights
+
+
+@ray.remote
+class RolloutWorker:
+    def __init__(self, model_path: str, engine_kwargs: dict, rank: int):
+        self.rank = rank
+        self.llm = create_engine(model_path, **engine_kwargs)
+
+    def generate(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: dict) -> list[RolloutGroup]:
+        groups = generate_groups(self.llm, prompt_ids, prompt_indices, sampling_params(**sampling))
+        for g in groups:
+            g.engine = self.rank
+        return groups
+
+    def update_weights(self, items) -> int:
+        return push_weights(self.llm, items)
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()

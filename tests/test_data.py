@@ -1,0 +1,73 @@
+"""Datasets: schema checks with clear errors, the template, and the embedded task's disjoint splits."""
+
+import json
+
+import pytest
+
+from rl.data import apply_template, load_prompts
+from rl.data.arithmetic import splits
+from rl.data.prompts import DatasetError
+from rl.data.sampler import EpochSampler
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_embedded_splits_are_disjoint_and_shipped():
+    train, heldout = splits()
+    assert len(heldout) == 512 and len(train) == 10000 - 512
+    assert not set(train) & set(heldout)
+    rows = load_prompts("rl/data/arithmetic/heldout.jsonl")
+    a, b = heldout[0]
+    assert rows[0].question == f"What is {a} + {b}?" and rows[0].answer == str(a + b)
+    shipped_train = {r.question for r in load_prompts("rl/data/arithmetic/train.jsonl")}
+    assert not shipped_train & {r.question for r in rows}
+
+
+def test_r1_zero_template_ends_inside_think():
+    text = apply_template("What is 1 + 2?", "r1_zero")
+    assert text.endswith("User: What is 1 + 2? Assistant: <think>")
+    assert "<answer> answer here </answer>" in text
+
+
+def test_question_or_prompt_column_and_numeric_answer(tmp_path):
+    rows = load_prompts(write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p?", "answer": 3, "metadata": {"k": 1}}]))
+    assert (rows[0].question, rows[0].answer, rows[0].metadata) == ("p?", "3", {"k": 1})
+
+
+def test_missing_answer_column(tmp_path):
+    with pytest.raises(DatasetError, match="'answer' column"):
+        load_prompts(write_jsonl(tmp_path / "d.jsonl", [{"question": "q"}]))
+
+
+def test_bad_row_names_its_index(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "answer": "1"}, {"question": "", "answer": "2"}])
+    with pytest.raises(DatasetError, match="row 1"):
+        load_prompts(path)
+
+
+def test_empty_dataset(tmp_path):
+    (tmp_path / "e.jsonl").write_text("")
+    with pytest.raises(DatasetError, match="empty|parse"):
+        load_prompts(str(tmp_path / "e.jsonl"))
+
+
+def test_missing_file_and_bad_suffix(tmp_path):
+    with pytest.raises(DatasetError, match="not found"):
+        load_prompts(str(tmp_path / "nope.jsonl"))
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(DatasetError, match="unsupported"):
+        load_prompts(str(tmp_path / "x.csv"))
+
+
+def test_sampler_covers_each_epoch_once_and_resumes():
+    s = EpochSampler(10, seed=3)
+    first = s.next(6) + s.next(4)
+    assert sorted(first) == list(range(10))
+    state = s.state_dict()
+    nxt = s.next(7)
+    s2 = EpochSampler(10, seed=3)
+    s2.load_state_dict(state)
+    assert s2.next(7) == nxt
