@@ -45,10 +45,18 @@ def score_groups(groups: list[RolloutGroup], rows: dict[int, PromptRow], cfg: Re
     return ScoredGroups(total.view(P, G), valid.view(P, G), terms, statuses)
 
 
+def zero_std_frac(total: torch.Tensor, valid: torch.Tensor) -> float:
+    """Share of groups (rows) whose valid rewards are all equal."""
+    flat = [total[i][valid[i]] for i in range(total.shape[0])]
+    return sum(int(r.numel() < 2 or bool((r == r[0]).all())) for r in flat) / max(len(flat), 1)
+
+
 def reward_metrics(scored: ScoredGroups, accuracy_verifier: str) -> dict[str, float]:
     """reward/mean over valid samples, reward/<verifier>/mean, reward/accuracy, status counts."""
     v = scored.valid
-    out = {"reward/mean": float(scored.total[v].mean()) if v.any() else 0.0, "reward/masked": int((~v).sum())}
+    out = {"reward/mean": float(scored.total[v].mean()) if v.any() else 0.0, "reward/masked": int((~v).sum()),
+           # groups whose valid samples all scored the same give zero advantage, hence no gradient
+           "reward/zero_std_frac": zero_std_frac(scored.total, v)}
     for name, scores in scored.terms.items():
         out[f"reward/{name}/mean"] = float(scores[v].mean()) if v.any() else 0.0
         for status in ("timeout", "error"):

@@ -21,3 +21,12 @@ def test_alignment_padding_and_invalid_mask():
     assert b.response_lengths.tolist() == [2, 1]
     s = b.slice(1, 2)
     assert s.input_ids.tolist() == [[5, 6, 7, 10]] and s.mask.shape == (1, 3)
+
+
+def test_zero_std_frac_counts_groups_without_signal():
+    from rl.scoring import zero_std_frac
+
+    total = torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.0], [0.5, 0.2, 0.5]])
+    valid = torch.tensor([[True, True, True], [True, True, True], [True, False, True]])
+    # row 0 equal, row 1 varies, row 2 equal once the masked 0.2 is dropped
+    assert zero_std_frac(total, valid) == 2 / 3

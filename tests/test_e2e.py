@@ -60,7 +60,9 @@ def test_short_training_run_writes_everything(tmp_path):
     for m in lines:
         assert 0.0 <= m["reward/accuracy"] <= 1.0 and 0.0 <= m["reward/format"] <= 1.0
         assert 0.0 <= m["reward/mean"] <= 1.1
-        assert m["response/len_mean"] > 0 and m["rollout/tokens_per_s"] > 0 and m["grad_norm"] > 0
+        assert m["response/len_mean"] > 0 and m["rollout/tokens_per_s"] > 0
+        if m["reward/zero_std_frac"] < 1.0:  # some group has a nonzero advantage, so the policy gets a gradient
+            assert m["grad_norm"] > 0
         assert m["rollout/logprob_abs_diff_max"] < PARITY_TOL
         assert len(m["data/indices"]) == 4
         for key in ("loss/clip_frac", "loss/kl", "policy/entropy", "time/generate", "time/reward", "time/train", "time/sync"):

@@ -1,0 +1,40 @@
+"""`python -m rl.train` and `python -m rl.evaluate` stop on bad input with exit code 2 and a message naming it.
+
+No engine starts in these tests: every check runs before Ray and vLLM are touched.
+"""
+
+import pytest
+
+from rl import evaluate, train
+
+
+@pytest.mark.parametrize("main", [train.main, evaluate.main])
+def test_unknown_key_exits_2_and_names_it(main, capsys):
+    assert main(["--config", "configs/tiny.yaml", "trainer.lrr=1e-5"]) == 2
+    assert "trainer.lrr" in capsys.readouterr().err
+
+
+def test_wrong_type_exits_2_and_names_it(capsys):
+    assert train.main(["--config", "configs/tiny.yaml", "rollout.n=eight"]) == 2
+    assert "rollout.n" in capsys.readouterr().err
+
+
+def test_missing_model_exits_2_and_says_how_to_build(tmp_path, capsys):
+    code = train.main(["--config", "configs/tiny.yaml", f"run.dir={tmp_path}/run", f"model.path={tmp_path}/nowhere"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "make base-model" in err
+
+
+def test_broken_dataset_exits_2_and_names_the_row(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "1+1?", "answer": "2"}\n{"question": "2+2?"}\n')
+    code = train.main(["--config", "configs/tiny.yaml", f"run.dir={tmp_path}/run", f"data.train={bad}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "bad.jsonl" in err and "answer" in err
+
+
+def test_evaluate_missing_checkpoint_exits_2(tmp_path, capsys):
+    assert evaluate.main(["--config", "configs/tiny.yaml", "--checkpoint", str(tmp_path / "ckpt")]) == 2
+    assert "ckpt" in capsys.readouterr().err
