@@ -25,8 +25,10 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 
 install: $(VENV)/.installed
 
-$(BASE_MODEL)/config.json: | $(VENV)/.installed
-	$(BIN)/python -m rl.base_model --out $(BASE_MODEL)
+# Rebuilt when its recipe changes (the corpus comes from the task's generator).
+$(BASE_MODEL)/config.json: rl/base_model.py rl/data/arithmetic.py | $(VENV)/.installed
+	$(BIN)/python -m rl.base_model --out $(BASE_MODEL) --rebuild
+	touch $@
 
 base-model: $(BASE_MODEL)/config.json
 

@@ -11,13 +11,14 @@ import argparse
 import json
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from rl.data.arithmetic import splits
 from rl.data.arithmetic import question as make_question
+from rl.data.arithmetic import splits
 from rl.data.prompts import apply_template
 
 EOS = "<|endoftext|>"
@@ -148,10 +149,18 @@ def build(out: Path, *, num_docs: int, batch_size: int, lr: float, vocab_size: i
     print(f"base-model: {n_params / 1e6:.2f}M params, vocab {len(tokenizer)}, {num_docs} docs", flush=True)
     pretrain(model, tokenizer, docs, batch_size=batch_size, lr=lr, seed=seed)
     tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted build
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     (tmp / "purerl_base.json").write_text(json.dumps({"num_docs": num_docs, "seed": seed, "careful_share": CAREFUL_SHARE}))
-    tmp.rename(out)  # the folder appears whole or not at all
+    if out.exists():  # --rebuild: swap the new folder in, then drop the old one
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)  # the folder appears whole or not at all
     print(f"base-model: wrote {out}", flush=True)
 
 
@@ -163,11 +172,12 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--vocab-size", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rebuild", action="store_true", help="replace an existing model (make does this when the recipe changes)")
     p.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps the default")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if (args.out / "config.json").exists():
+    if (args.out / "config.json").exists() and not args.rebuild:
         print(f"base-model: {args.out} exists, nothing to do")
         return
     build(args.out, num_docs=args.num_docs, batch_size=args.batch_size, lr=args.lr, vocab_size=args.vocab_size, seed=args.seed)

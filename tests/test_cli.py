@@ -38,3 +38,10 @@ def test_broken_dataset_exits_2_and_names_the_row(tmp_path, capsys):
 def test_evaluate_missing_checkpoint_exits_2(tmp_path, capsys):
     assert evaluate.main(["--config", "configs/tiny.yaml", "--checkpoint", str(tmp_path / "ckpt")]) == 2
     assert "ckpt" in capsys.readouterr().err
+
+
+def test_used_run_dir_is_refused_not_appended(tmp_path, capsys):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')
+    assert train.main(["--config", "configs/tiny.yaml", f"run.dir={tmp_path}"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1}\n'
