@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval test test-slow lint clean base-model bench
+.PHONY: install train eval test test-slow lint clean base-model bench bench-rewards
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -43,6 +43,10 @@ test: $(VENV)/.installed $(BASE_MODEL)/config.json
 
 test-slow: $(VENV)/.installed $(BASE_MODEL)/config.json
 	$(BIN)/python -m pytest -m slow -q $(ARGS)
+
+# Math verifications/s and code programs/s on 2 reward workers, and the ratio to math-verify called directly.
+bench-rewards: $(VENV)/.installed
+	$(BIN)/python scripts/bench_rewards.py --workers 2 $(ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check rl rewards rollout tests scripts

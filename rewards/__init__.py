@@ -1,5 +1,7 @@
 """Rule-based rewards: verifiers (math, code, format), their registry, and `score_batch`, the hard-limited pool."""
 
+# Importing the built-in verifiers registers "math", "code" and "format" before anyone else can take the names.
+from rewards import code, math_verifier  # noqa: F401
 from rewards.format import FormatVerifier, format_reward
 from rewards.pool import close_pool, score_batch
 from rewards.registry import (
@@ -8,6 +10,7 @@ from rewards.registry import (
     get_verifier,
     list_verifiers,
     register_verifier,
+    register_verifier_factory,
     verifier_name,
 )
 from rewards.types import STATUSES, Reward
@@ -23,6 +26,7 @@ __all__ = [
     "get_verifier",
     "list_verifiers",
     "register_verifier",
+    "register_verifier_factory",
     "score_batch",
     "verifier_name",
 ]

@@ -89,6 +89,9 @@ def main(read_fd: int, write_fd: int) -> None:
             seq, blob = inbox.recv()
         except (EOFError, OSError):
             return
+        if seq == "path":  # the parent's sys.path changed since this worker started
+            sys.path[:] = blob + [p for p in sys.path if p not in blob]
+            continue
         try:
             reward = _run(blob)
         except SoftTimeout:  # the alarm fired just after the verifier returned

@@ -59,8 +59,8 @@ def _strip_sentence_end(s: str) -> str:
 def select_answer(response: str) -> tuple[str, str] | None:
     """(span, method) for the graded part of `response`, or None if there is nothing to grade.
 
-    Order: last <answer>...</answer> block (inside it, its last \\boxed{} if any); else last
-    \\boxed{}; else `#### x`; else "the answer is x"; else the last number in the text.
+    Order: last <answer>...</answer> block (inside it: its last \\boxed{}, else "the answer is x", else the
+    block's first sentence); else last \\boxed{}; else `#### x`; else "the answer is x"; else the last number.
     """
     # rfind, not a regex: a lazy <answer>(.*?)</answer> is quadratic on texts full of "<answer>"
     close = response.rfind("</answer>")
@@ -68,7 +68,13 @@ def select_answer(response: str) -> tuple[str, str] | None:
     if open_ != -1:
         block = response[open_ + len("<answer>") : close]
         boxed = last_boxed(block)
-        span = boxed if boxed is not None else _strip_sentence_end(block)
+        said = _ANSWER_IS.findall(block) if boxed is None else []
+        if boxed is not None:
+            span = boxed
+        elif said and _strip_sentence_end(said[-1]):
+            span = _strip_sentence_end(said[-1])  # "<answer>The answer is 5.</answer>"
+        else:
+            span = _strip_sentence_end(block)
         return (span.strip(), "answer_tag") if span.strip() else None
     boxed = last_boxed(response)
     if boxed is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rewards.registry import register_verifier
+from rewards.registry import register_verifier, register_verifier_factory
 from rewards.types import Reward
 
 _TEMPLATE = re.compile(r"\s*<think>(.*?)</think>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
@@ -49,8 +49,10 @@ class FormatVerifier:
         return Reward.wrong(reason="malformed", tag_counts=counts)
 
 
+@register_verifier_factory("format")
 def format_reward(prompt_has_think_open: bool = True, partial_credit: float = 0.0) -> FormatVerifier:
-    """Factory for a parameterised format verifier; its `.name` shows the parameters."""
+    """Factory for a parameterised format verifier; its `.name` shows the parameters. In a config:
+    `verifier: "format(partial_credit=0.2)"`."""
     if not 0.0 <= partial_credit < 1.0:
         raise ValueError(f"partial_credit must be in [0, 1), got {partial_credit}")
     return FormatVerifier(prompt_has_think_open, partial_credit)

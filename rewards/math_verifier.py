@@ -1,7 +1,8 @@
 """The "math" verifier: select the final answer, then compare it with the gold answer exactly or with sympy.
 
-Plain numbers take an exact, sympy-free fast path; everything else goes through math-verify with guards
-against its known hangs and lossy float comparisons. Run it through `score_batch` for hard time limits.
+Plain numbers, and tuples, intervals and sets of them, take an exact, sympy-free path; everything else goes
+through math-verify with guards against its known hangs and lossy float comparisons. Run it through
+`score_batch` for hard time limits. The policy is documented in docs/rewards.md.
 """
 
 from __future__ import annotations
@@ -164,8 +165,8 @@ def _gold(gold: str) -> tuple[_Side | None, list | None, str]:
     if not gold.strip() or len(gold) > MAX_EXACT_SPAN or _FORBIDDEN.search(gold):
         return None, None, "gold answer is empty, too long or uses forbidden macros"
     side = _analyse(gold)
-    if side.is_exact:
-        return side, None, ""
+    if side.is_exact or _exact_container(side.norm.text):
+        return side, None, ""  # valid as it stands; math-verify parses it only if a comparison needs sympy
     if len(gold) > MAX_SPAN or _nesting(side.norm.text) > MAX_NESTING:
         return None, None, "gold answer is too long or too deeply nested for symbolic comparison"
     if _exp_depth(side.norm.text) > _MAX_EXP_DEPTH:
@@ -174,6 +175,50 @@ def _gold(gold: str) -> tuple[_Side | None, list | None, str]:
     if not parsed:
         return None, None, f"gold answer does not parse: {gold!r}"
     return side, parsed, ""
+
+
+def _container(text: str) -> tuple[str, str, list[str]] | None:
+    """(left, right, items) for a single bracketed tuple, interval or set of comma-separated items, else None."""
+    if text.startswith("\\{") and text.endswith("\\}"):
+        left, right, inner = "{", "}", text[2:-2]
+    elif text[:1] in "([" and text[-1:] in ")]":
+        left, right, inner = text[0], text[-1], text[1:-1]
+    else:
+        return None
+    items, depth, start = [], 0, 0
+    for i, c in enumerate(inner):
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth < 0:
+                return None  # "(1,2)\\cup(3,4)": the outer brackets do not enclose the whole text
+        elif c == "," and depth == 0:
+            items.append(inner[start:i])
+            start = i + 1
+    items.append(inner[start:])
+    return left, right, items
+
+
+def _exact_container(text: str) -> bool:
+    c = _container(text) if len(text) <= MAX_SPAN and _nesting(text) <= MAX_NESTING else None
+    return c is not None and all(_analyse(item).value is not None for item in c[2])
+
+
+def _structured_equal(gold: str, pred: str) -> bool | None:
+    """Tuples, intervals and sets of plain numbers compared exactly, item by item; None when undecided.
+
+    Brackets must match, so [1,2) is not [1,2]; sets ignore order. A set against a tuple is left to sympy."""
+    g, p = _container(gold), _container(pred)
+    if g is None or p is None or (g[0] == "{") != (p[0] == "{"):
+        return None
+    sides = [[_analyse(item) for item in c[2]] for c in (g, p)]
+    if any(s.value is None or s.norm.percent for side in sides for s in side):
+        return None
+    gv, pv = ([s.value for s in side] for side in sides)
+    if g[0] == "{":
+        return set(gv) == set(pv)
+    return (g[0], g[1]) == (p[0], p[1]) and gv == pv
 
 
 def _percent_values(side: _Side) -> list[Fraction]:
@@ -191,6 +236,11 @@ def _equal(gold: _Side, gold_parsed: list | None, pred: _Side) -> tuple[bool, st
             return any(g == p for g in _percent_values(gold) for p in _percent_values(pred)), "exact"
     if (gold.is_exact and gold.too_large) or (pred.is_exact and pred.too_large):
         return False, "too_large"  # never hand a huge number to sympy
+    plain = not (gold.norm.percent or pred.norm.percent)  # a % was stripped from the whole text
+    if plain and len(pred.norm.text) <= MAX_SPAN and _nesting(pred.norm.text) <= MAX_NESTING:
+        same = _structured_equal(gold.norm.text, pred.norm.text)
+        if same is not None:
+            return same, "structured"
     if len(pred.norm.text) > MAX_SPAN or _nesting(pred.norm.text) > MAX_NESTING:
         return False, "too_long_or_nested"
     if _exp_depth(pred.norm.text) > _MAX_EXP_DEPTH:

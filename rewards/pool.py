@@ -17,7 +17,7 @@ import time
 from collections import deque
 from multiprocessing.connection import Connection, wait
 
-from rewards.registry import get_verifier
+from rewards.registry import get_verifier, portable_ref
 from rewards.types import Reward
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -40,7 +40,8 @@ class _Worker:
         os.close(c2p_w)
         self.inbox = Connection(c2p_r, writable=False)
         self.outbox = Connection(p2c_w, readable=False)
-        self.outbox.send(list(sys.path))
+        self.path = list(sys.path)
+        self.outbox.send(self.path)
         self.ready = False
         self.started = time.monotonic()
         self.seq: int | None = None
@@ -82,6 +83,9 @@ class WorkerPool:
                 if w.ready and w.seq is None and pending:
                     i = pending.popleft()
                     try:
+                        if w.path != sys.path:  # so that what the trainer can import, the workers can too
+                            w.path = list(sys.path)
+                            w.outbox.send(("path", w.path))
                         w.outbox.send((i, payloads[i]))
                     except OSError as e:  # died between items: the item is not lost, only delayed
                         pending.appendleft(i)
@@ -179,9 +183,10 @@ def _prepare(item, timeout_s: float | None) -> tuple[bytes | Reward, float]:
     name, response, reference, metadata = item
     fn = get_verifier(name) if isinstance(name, str) else name  # unknown names raise here, before any work
     limit = timeout_s if timeout_s is not None else float(getattr(fn, "timeout_s", DEFAULT_TIMEOUT_S))
+    ref = portable_ref(name) if isinstance(name, str) else name
     hint = getattr(fn, "__module__", None) if isinstance(name, str) else None
     try:
-        blob = pickle.dumps((name, hint, response, reference, dict(metadata or {}), limit * SOFT_FRACTION))
+        blob = pickle.dumps((ref, hint, response, reference, dict(metadata or {}), limit * SOFT_FRACTION))
     except Exception as e:
         return Reward.fail("error", reason=f"item not picklable: {e!r}"), limit
     return blob, limit

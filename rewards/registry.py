@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import importlib
-from collections.abc import Callable
-from importlib.metadata import entry_points
+import re
+from collections.abc import Callable, Iterable
+from importlib.metadata import EntryPoint, entry_points
 
 from rewards.types import Reward
 
 Verifier = Callable[..., Reward]
 ENTRY_POINT_GROUP = "purerl.verifiers"
+_BUILTIN_MODULES = ("rewards.math_verifier", "rewards.code", "rewards.format")
 
 _REGISTRY: dict[str, Verifier] = {}
+_FACTORIES: dict[str, Callable[..., Verifier]] = {}
+_PRODUCTS: dict[str, Verifier] = {}  # "format(partial_credit=0.5)" -> the factory's product, made once
+_ENTRY_POINT_PATHS: dict[str, str] = {}  # name -> "pkg.mod:attr" of verifiers loaded from entry points
+_FACTORY_CALL = re.compile(r"([A-Za-z_]\w*)\((.*)\)", re.DOTALL)
 
 
 class UnknownVerifierError(KeyError, ValueError):
@@ -19,19 +27,46 @@ class UnknownVerifierError(KeyError, ValueError):
 
     def __str__(self) -> str:  # KeyError would repr-quote the message
         return str(self.args[0])
-_BUILTIN_MODULES = ("rewards.math_verifier", "rewards.code", "rewards.format")
 
 
 def register_verifier(name: str) -> Callable[[Verifier], Verifier]:
     """Decorator: `@register_verifier("math")`. A name can be registered only once."""
 
     def deco(fn: Verifier) -> Verifier:
-        if name in _REGISTRY:
+        if name in _REGISTRY and _REGISTRY[name] is not fn:
             raise ValueError(f"verifier {name!r} is already registered (by {_describe(_REGISTRY[name])})")
         _REGISTRY[name] = fn
         return fn
 
     return deco
+
+
+def register_verifier_factory(name: str) -> Callable[[Callable[..., Verifier]], Callable[..., Verifier]]:
+    """Decorator for a factory of parameterised verifiers, so that a config can name a product by its call:
+    `@register_verifier_factory("format")` makes "format(partial_credit=0.5)" a verifier name."""
+
+    def deco(factory: Callable[..., Verifier]) -> Callable[..., Verifier]:
+        if name in _FACTORIES and _FACTORIES[name] is not factory:
+            raise ValueError(f"verifier factory {name!r} is already registered (by {_describe(_FACTORIES[name])})")
+        _FACTORIES[name] = factory
+        return factory
+
+    return deco
+
+
+def _product(spec: str) -> Verifier:
+    """The verifier named by a factory call such as "format(partial_credit=0.5)"; literal keyword arguments only."""
+    m = _FACTORY_CALL.fullmatch(spec.strip())
+    if m is None or m.group(1) not in _FACTORIES:
+        raise UnknownVerifierError(f"unknown verifier factory in {spec!r}; known factories: {', '.join(sorted(_FACTORIES))}")
+    try:
+        call = ast.parse(f"f({m.group(2)})", mode="eval").body
+        if call.args:
+            raise ValueError("positional arguments are not accepted")
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    except (SyntaxError, ValueError) as e:
+        raise ValueError(f"bad verifier factory call {spec!r}: use literal keyword arguments ({e})") from e
+    return _FACTORIES[m.group(1)](**kwargs)
 
 
 def verifier_name(fn: Verifier) -> str:
@@ -48,11 +83,31 @@ def _load_builtins() -> None:
         importlib.import_module(mod)  # each module registers its verifiers on import
 
 
-def discover_entry_points(eps=None) -> dict[str, object]:
-    """Entry points of group `purerl.verifiers` as {name: EntryPoint}; `eps` overrides discovery (tests)."""
-    if eps is None:
-        eps = entry_points(group=ENTRY_POINT_GROUP)
-    return {ep.name: ep for ep in eps}
+def _by_name(eps: Iterable[EntryPoint]) -> dict[str, tuple[EntryPoint, ...]]:
+    found: dict[str, tuple[EntryPoint, ...]] = {}
+    for ep in eps:
+        if all(other.value != ep.value for other in found.get(ep.name, ())):
+            found[ep.name] = (*found.get(ep.name, ()), ep)
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _installed() -> dict[str, tuple[EntryPoint, ...]]:
+    return _by_name(entry_points(group=ENTRY_POINT_GROUP))  # scanning installed packages is slow: once a process
+
+
+def discover_entry_points(eps: Iterable[EntryPoint] | None = None) -> dict[str, tuple[EntryPoint, ...]]:
+    """Entry points of group `purerl.verifiers` by name; `eps` replaces the installed ones (tests)."""
+    return _installed() if eps is None else _by_name(eps)
+
+
+def _adopt(name: str, candidates: tuple[EntryPoint, ...]) -> Verifier:
+    if len(candidates) > 1:
+        raise ValueError(f"verifier {name!r} is declared by several entry points: {[ep.value for ep in candidates]}")
+    fn = candidates[0].load()
+    register_verifier(name)(fn)  # rejects an entry point that reuses a name registered by another verifier
+    _ENTRY_POINT_PATHS[name] = candidates[0].value
+    return fn
 
 
 def _load_dotted(path: str) -> Verifier:
@@ -65,20 +120,32 @@ def _load_dotted(path: str) -> Verifier:
     return obj
 
 
-def get_verifier(name: str, eps=None) -> Verifier:
-    """Resolve a registered name, a `pkg.mod:attr` path, or an entry point of group `purerl.verifiers`."""
+def get_verifier(name: str, eps: Iterable[EntryPoint] | None = None) -> Verifier:
+    """Resolve a registered name, a `pkg.mod:attr` path, a factory call like "format(partial_credit=0.5)",
+    or an entry point of group `purerl.verifiers`.
+
+    A name claimed by two verifiers (two entry points, or an entry point and a registration) is an error."""
     _load_builtins()
+    found = discover_entry_points(eps)
     if name in _REGISTRY:
+        if name in found and name not in _ENTRY_POINT_PATHS:
+            _adopt(name, found[name])  # raises unless the entry point is this very verifier
         return _REGISTRY[name]
     if ":" in name:
         return _load_dotted(name)
-    found = discover_entry_points(eps)
+    if name.endswith(")"):
+        if name not in _PRODUCTS:
+            _PRODUCTS[name] = _product(name)
+        return _PRODUCTS[name]
     if name in found:
-        fn = found[name].load()
-        _REGISTRY.setdefault(name, fn)
-        return fn
+        return _adopt(name, found[name])
     known = sorted(set(_REGISTRY) | set(found))
     raise UnknownVerifierError(f"unknown verifier {name!r}; known: {', '.join(known)} (or use a 'pkg.module:function' path)")
+
+
+def portable_ref(name: str) -> str:
+    """How a worker process finds the verifier `name` resolved here: entry points travel as their dotted path."""
+    return _ENTRY_POINT_PATHS.get(name, name)
 
 
 def list_verifiers() -> list[str]:

@@ -20,10 +20,12 @@ class TrainBatch:
     input_ids: torch.Tensor  # (B, L) long, right-padded
     attention_mask: torch.Tensor  # (B, L) long
     mask: torch.Tensor  # (B, L-1) bool: response tokens of valid samples
-    old_logps: torch.Tensor  # (B, L-1) sampler logprobs at response positions, 0 elsewhere
+    old_logps: torch.Tensor  # (B, L-1) the ratio's denominator: sampler logprobs, or the trainer's (algo.old_logprobs)
     advantages: torch.Tensor  # (B,)
     response_lengths: torch.Tensor  # (B,) long
     ref_logps: torch.Tensor | None = None  # (B, L-1) reference logprobs when algo.kl_coef > 0
+    sampler_logps: torch.Tensor | None = None  # (B, L-1) vLLM's logprobs of the sampled tokens, 0 elsewhere
+    is_weight: torch.Tensor | None = None  # (B, L-1) truncated importance weight min(pi_trainer / pi_sampler, C)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -38,8 +40,14 @@ class TrainBatch:
             old_logps=self.old_logps[start:end, : width - 1],
             advantages=self.advantages[start:end],
             response_lengths=self.response_lengths[start:end],
-            ref_logps=None if self.ref_logps is None else self.ref_logps[start:end, : width - 1],
+            ref_logps=_cols(self.ref_logps, start, end, width),
+            sampler_logps=_cols(self.sampler_logps, start, end, width),
+            is_weight=_cols(self.is_weight, start, end, width),
         )
+
+
+def _cols(x: torch.Tensor | None, start: int, end: int, width: int) -> torch.Tensor | None:
+    return None if x is None else x[start:end, : width - 1]
 
 
 def build_batch(groups: list[RolloutGroup], advantages: torch.Tensor, valid: torch.Tensor, pad_id: int) -> TrainBatch:
@@ -62,4 +70,5 @@ def build_batch(groups: list[RolloutGroup], advantages: torch.Tensor, valid: tor
         old_logps[i, p - 1 : p - 1 + r] = torch.tensor(c.logprobs, dtype=torch.float32)
         mask[i, p - 1 : p - 1 + r] = bool(flat_valid[i])
         lengths[i] = r
-    return TrainBatch(input_ids, attention_mask, mask, old_logps, advantages.reshape(-1).float(), lengths)
+    return TrainBatch(input_ids, attention_mask, mask, old_logps, advantages.reshape(-1).float(), lengths,
+                      sampler_logps=old_logps.clone())

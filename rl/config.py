@@ -72,7 +72,8 @@ class RolloutConfig:
 @dataclass
 class RewardTerm:
     verifier: str = "math"
-    """Registered verifier name, or a dotted path `pkg.mod:fn`."""
+    """Verifier: a built-in or `purerl.verifiers` entry-point name, a dotted path `pkg.mod:fn`, or a factory
+    call with literal keyword arguments such as `format(partial_credit=0.2)`."""
     weight: float = 1.0
     """Weight of this term in the total reward."""
 
@@ -109,6 +110,34 @@ class AlgoConfig:
     """beta of the KL penalty to the frozen reference; 0 loads no reference model."""
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     """KL estimator (Schulman 2020)."""
+    kl_in_reward: bool = False
+    """Subtract kl_coef * (summed per-token KL) from each sample's reward instead of adding KL to the loss."""
+    epochs: int = 1
+    """Passes over each rollout batch (PPO epochs); the old logprobs stay fixed across them."""
+    mini_batch_size: int = 0
+    """Sequences per optimizer step; 0 means the whole rollout batch (one step per epoch)."""
+    old_logprobs: Literal["sampler", "trainer"] = "sampler"
+    """Denominator of the ratio: vLLM's sampling logprobs, or the trainer's recomputed ones (one extra forward)."""
+    tis_cap: float | None = None
+    """Truncated importance weight min(pi_trainer / pi_sampler, C) on every token; needs old_logprobs=trainer."""
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards are all equal and sample more prompts until the batch is full."""
+    dynamic_sampling_max_rounds: int = 4
+    """Cap on extra sampling rounds per step; the step trains on what it has when the cap is hit."""
+    overlong: Literal["none", "mask", "soft"] = "none"
+    """Truncated samples: `mask` leaves them out of the loss and the group statistics; `soft` adds DAPO's length penalty."""
+    overlong_buffer: int = 16
+    """`soft`: the penalty ramps from 0 to -overlong_penalty over the last overlong_buffer tokens."""
+    overlong_penalty: float = 1.0
+    """`soft`: the penalty at the length limit."""
+
+
+@dataclass
+class MoeConfig:
+    aux_loss_coef: float = 0.0
+    """Weight of the model's load-balancing loss (Switch-style) added to the policy loss; 0 disables it."""
+    freeze_router: bool = False
+    """Keep the routers' weights fixed during RL (their parameters get no gradient)."""
 
 
 @dataclass
@@ -154,6 +183,7 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
+    moe: MoeConfig = field(default_factory=MoeConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -202,7 +232,28 @@ def _build(tp: Any, value: Any, key: str) -> Any:
 
 def validate(cfg: Config) -> Config:
     """Value checks that types cannot express."""
+    from rl.advantages import ADVANTAGES
+    from rl.aggregation import AGG_MODES
+    from rl.losses import LOSSES
+
+    a = cfg.algo
     checks = [
+        (a.advantage in ADVANTAGES, f"algo.advantage {a.advantage!r} is not one of {ADVANTAGES.names()}"),
+        (a.loss in LOSSES, f"algo.loss {a.loss!r} is not one of {LOSSES.names()}"),
+        (a.loss_agg in AGG_MODES, f"algo.loss_agg {a.loss_agg!r} is not one of {list(AGG_MODES)}"),
+        (a.clip_low >= 0 and a.clip_high >= 0, "algo.clip_low and algo.clip_high must be >= 0"),
+        (a.dual_clip is None or a.dual_clip > 1, "algo.dual_clip must be > 1 or null"),
+        (not (a.loss == "cispo" and a.dual_clip is not None), "algo.dual_clip must be null with algo.loss=cispo"),
+        (a.epochs >= 1, "algo.epochs must be >= 1"),
+        (a.mini_batch_size >= 0, "algo.mini_batch_size must be >= 0 (0 = the whole batch)"),
+        (a.tis_cap is None or a.tis_cap > 0, "algo.tis_cap must be > 0 or null"),
+        (a.tis_cap is None or a.old_logprobs == "trainer",
+         "algo.tis_cap needs algo.old_logprobs=trainer (the weight is pi_trainer / pi_sampler)"),
+        (not (a.kl_in_reward and a.kl_coef == 0), "algo.kl_in_reward needs algo.kl_coef > 0"),
+        (a.dynamic_sampling_max_rounds >= 0, "algo.dynamic_sampling_max_rounds must be >= 0"),
+        (0 < a.overlong_buffer <= cfg.rollout.max_new_tokens,
+         "algo.overlong_buffer must be in 1..rollout.max_new_tokens"),
+        (cfg.moe.aux_loss_coef >= 0, "moe.aux_loss_coef must be >= 0"),
         (cfg.rollout.n >= 2, "rollout.n must be >= 2 (GRPO needs a group)"),
         (cfg.rollout.num_engines >= 1, "rollout.num_engines must be >= 1"),
         (cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),

@@ -32,3 +32,17 @@ def overlong_penalty(lengths: Tensor, max_len: int, buffer_len: int, penalty: fl
     r_len = torch.where(lengths <= start, torch.zeros_like(lengths), in_buffer)
     r_len = torch.where(lengths > max_len, torch.full_like(lengths, -1.0), r_len)  # -1 past L_max
     return penalty * r_len
+
+
+def apply_overlong(mode: str, total: Tensor, valid: Tensor, lengths: Tensor, truncated: Tensor, *, max_len: int,
+                   buffer_len: int, penalty: float) -> tuple[Tensor, Tensor]:
+    """Rewards and valid mask (P, G) after the overlong policy; lengths, truncated: (P, G).
+
+    `mask`: truncated samples (cut at max_len, no natural end) leave the loss and the group statistics.
+    `soft`: DAPO's length penalty is added to every reward. `none`: unchanged.
+    """
+    if mode == "mask":
+        return total, valid & ~truncated
+    if mode == "soft":
+        return total + overlong_penalty(lengths.reshape(-1), max_len, buffer_len, penalty).view_as(total), valid
+    return total, valid

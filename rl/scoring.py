@@ -21,6 +21,22 @@ class ScoredGroups:
     terms: dict[str, torch.Tensor]  # verifier -> (P, G) score
     statuses: dict[str, list[str]]  # verifier -> P*G statuses, group-major
 
+    def take(self, rows: list[int]) -> ScoredGroups:
+        """The groups at `rows`, in that order."""
+        G = self.total.shape[1]
+        statuses = {k: [v[r * G + j] for r in rows for j in range(G)] for k, v in self.statuses.items()}
+        return ScoredGroups(self.total[rows], self.valid[rows], {k: v[rows] for k, v in self.terms.items()}, statuses)
+
+
+def cat_scored(parts: list[ScoredGroups]) -> ScoredGroups:
+    """Groups of several scoring rounds, one after another."""
+    return ScoredGroups(
+        torch.cat([p.total for p in parts]),
+        torch.cat([p.valid for p in parts]),
+        {k: torch.cat([p.terms[k] for p in parts]) for k in parts[0].terms},
+        {k: [x for p in parts for x in p.statuses[k]] for k in parts[0].statuses},
+    )
+
 
 def score_groups(groups: list[RolloutGroup], rows: dict[int, PromptRow], cfg: RewardConfig) -> ScoredGroups:
     """All (term, sample) items go to the reward pool at once; an `error` status masks the sample.

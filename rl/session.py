@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from rl.config import Config
 from rl.data import PromptRow, apply_template, load_prompts
+from rl.moe import freeze_router
 from rl.policy import load_policy, load_tokenizer, resolve_model_path
 from rollout.pool import RolloutPool
 
@@ -54,6 +55,8 @@ class Session:
             return [tokenizer(apply_template(r.question, cfg.data.template))["input_ids"] for r in rows]
 
         policy = load_policy(model_path, cfg.model.dtype) if trainable else None
+        if policy is not None and cfg.moe.freeze_router:
+            freeze_router(policy)
         reference = load_policy(model_path, cfg.model.dtype, trainable=False) if trainable and cfg.algo.kl_coef > 0 else None
         train_ids, eval_ids = encode(train_rows), encode(eval_rows)
         longest = max(len(x) for x in train_ids + eval_ids)

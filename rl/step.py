@@ -1,4 +1,7 @@
-"""One policy update on a TrainBatch: micro-batched loss, backward, clipping, optimizer step."""
+"""The policy update on a TrainBatch: epochs x mini-batches of optimizer steps, each micro-batched.
+
+`policy_step` is one optimizer step; `update` runs the PPO-style loop with the old logprobs held fixed.
+"""
 
 from __future__ import annotations
 
@@ -6,65 +9,127 @@ import torch
 
 from rl.aggregation import aggregate, count_seqs, count_tokens
 from rl.batch import TrainBatch
-from rl.config import AlgoConfig
+from rl.config import AlgoConfig, MoeConfig
 from rl.kl import kl_penalty
 from rl.logprobs import token_logprobs
 from rl.losses import get_loss
+from rl.moe import router_counts, router_metrics, top_k_of
 
 
-def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig, *, micro_batch_size: int,
-                temperature: float, grad_clip: float, max_new_tokens: int) -> dict[str, float]:
+def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig, moe: MoeConfig | None = None, *,
+                micro_batch_size: int, temperature: float, grad_clip: float, max_new_tokens: int) -> tuple[dict, dict]:
     """Accumulates gradients over micro-batches so the loss equals the full-batch loss, then steps once.
 
-    The old logprobs are the sampler's (one update per rollout batch), so the forward pass here also
-    measures the trainer/sampler gap on the same tokens: `rollout/logprob_abs_diff_*`.
+    Returns the step's metrics and what its forward passes saw before the step: `logps` (B, L-1) detached,
+    and for an MoE policy the router `counts` (layers, E), `entropy` (layers,) and `tokens`.
     """
+    moe = moe or MoeConfig()
     loss_fn = get_loss(algo.loss)
+    top_k = top_k_of(model)
     num_seqs, num_tokens = count_seqs(batch.mask), count_tokens(batch.mask)
-    sums = {"loss": 0.0, "clip": 0.0, "entropy": 0.0, "kl": 0.0, "diff": 0.0, "logp": 0.0, "old_logp": 0.0}
-    diff_max = 0.0
+    sums = {"loss": 0.0, "clip": 0.0, "entropy": 0.0, "kl": 0.0, "aux": 0.0}
+    seen = {"logps": torch.zeros_like(batch.old_logps), "counts": None, "entropy": None, "tokens": 0}
     model.train()
     for start in range(0, len(batch), micro_batch_size):
         mb = batch.slice(start, start + micro_batch_size)
         mask = mb.mask
-        logps, entropy = token_logprobs(model, mb.input_ids, mb.attention_mask, temperature, with_entropy=True)
-        per_token, m = loss_fn(logps, mb.old_logps, mb.advantages, mask,
-                               clip_low=algo.clip_low, clip_high=algo.clip_high, dual_clip=algo.dual_clip)
+        fwd = token_logprobs(model, mb.input_ids, mb.attention_mask, temperature, with_entropy=True,
+                             with_router=top_k is not None)
+        logps = fwd.logps
+        per_token, m = loss_fn(logps, mb.old_logps, mb.advantages, mask, clip_low=algo.clip_low,
+                               clip_high=algo.clip_high, dual_clip=algo.dual_clip, is_weight=mb.is_weight)
         if mb.ref_logps is not None:
-            kl = kl_penalty(logps, mb.ref_logps, algo.kl_estimator)  # (b, T)
-            per_token = per_token + algo.kl_coef * torch.where(mask, kl, 0.0)
-            sums["kl"] += float(torch.where(mask, kl.detach(), 0.0).sum())
+            kl = torch.where(mask, kl_penalty(logps, mb.ref_logps, algo.kl_estimator), 0.0)  # (b, T)
+            if not algo.kl_in_reward:
+                per_token = per_token + algo.kl_coef * kl
+            sums["kl"] += float(kl.detach().sum())
         loss = aggregate(per_token, mask, algo.loss_agg, num_seqs=num_seqs, num_tokens=num_tokens, max_len=max_new_tokens)
+        if moe.aux_loss_coef > 0 and fwd.aux_loss is not None:  # weighted by the micro-batch's share of the batch
+            loss = loss + moe.aux_loss_coef * fwd.aux_loss * (len(mb) / len(batch))
+            sums["aux"] += float(fwd.aux_loss.detach()) * len(mb) / len(batch)
         loss.backward()
-        n = int(mask.sum())
-        gap = torch.where(mask, (logps.detach() - mb.old_logps).abs(), 0.0)
         sums["loss"] += float(loss.detach())
-        sums["clip"] += float(m["clip_frac"]) * n
-        sums["entropy"] += float(torch.where(mask, entropy, 0.0).sum())
-        sums["diff"] += float(gap.sum())
-        sums["logp"] += float(torch.where(mask, logps.detach(), 0.0).sum())
-        sums["old_logp"] += float(torch.where(mask, mb.old_logps, 0.0).sum())
-        diff_max = max(diff_max, float(gap.max())) if n else diff_max
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        sums["clip"] += float(m["clip_frac"]) * int(mask.sum())
+        sums["entropy"] += float(torch.where(mask, fwd.entropy, 0.0).sum())
+        seen["logps"][start : start + len(mb), : logps.shape[1]] = logps.detach()
+        if fwd.router_logits:
+            counts, ent = router_counts(fwd.router_logits, mb.attention_mask, top_k)
+            seen["counts"] = counts if seen["counts"] is None else seen["counts"] + counts
+            seen["entropy"] = ent if seen["entropy"] is None else seen["entropy"] + ent
+            seen["tokens"] += int(mb.attention_mask.sum())
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     t = max(num_tokens, 1)
-    return {
+    metrics = {
         "loss/policy": sums["loss"],
         "loss/clip_frac": sums["clip"] / t,
         "loss/kl": sums["kl"] / t,
         "policy/entropy": sums["entropy"] / t,
         "grad_norm": float(grad_norm),
         "lr": scheduler.get_last_lr()[0],
-        "rollout/logprob_abs_diff_mean": sums["diff"] / t,
-        "rollout/logprob_abs_diff_max": diff_max,
-        # exp(mean NLL_sampler - mean NLL_trainer): 1.0 when the two agree on the sampled tokens
-        "rollout/ppl_ratio": float(torch.exp(torch.tensor((sums["logp"] - sums["old_logp"]) / t))),
+    }
+    if moe.aux_loss_coef > 0:
+        metrics["moe/aux_loss"] = sums["aux"]
+    return metrics, seen
+
+
+def update(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig, moe: MoeConfig, **step_kwargs) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """algo.epochs passes over the batch in mini-batches of algo.mini_batch_size sequences, one optimizer step each.
+
+    Returns the metrics (averaged over steps, router statistics over the first epoch), and the trainer's
+    logprobs from forward passes made before any step of this update, with the rows (B,) bool they cover:
+    all rows for a single step, the first mini-batch otherwise.
+    """
+    size = algo.mini_batch_size or len(batch)
+    steps, router = [], None
+    before_rows = torch.zeros(len(batch), dtype=torch.bool)
+    before_logps = torch.zeros_like(batch.old_logps)
+    for epoch in range(algo.epochs):
+        for start in range(0, len(batch), size):
+            mb = batch.slice(start, start + size)
+            metrics, seen = policy_step(model, optimizer, scheduler, mb, algo, moe, **step_kwargs)
+            steps.append(metrics)
+            if epoch == 0 and start == 0:
+                before_rows[: len(mb)] = True
+                before_logps[: len(mb), : seen["logps"].shape[1]] = seen["logps"]
+            if epoch == 0 and seen["counts"] is not None:
+                router = seen if router is None else {
+                    "counts": router["counts"] + seen["counts"], "entropy": router["entropy"] + seen["entropy"],
+                    "tokens": router["tokens"] + seen["tokens"]}
+    out = {k: sum(m[k] for m in steps) / len(steps) for k in steps[0]}
+    out["grad_norm_max"] = max(m["grad_norm"] for m in steps)
+    out["optimizer_steps"] = len(steps)
+    if router is not None:
+        out.update(router_metrics(router["counts"], router["entropy"], router["tokens"]))
+    return out, before_logps, before_rows
+
+
+def mismatch_metrics(trainer_logps: torch.Tensor, sampler_logps: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """The rollout/trainer gap on the sampled tokens in mask (B, T): mean and max |diff|, and the perplexity ratio.
+
+    ppl_ratio = exp(mean NLL_sampler - mean NLL_trainer): 1.0 when the two agree.
+    """
+    t = max(int(mask.sum()), 1)
+    diff = torch.where(mask, (trainer_logps - sampler_logps).abs(), 0.0)
+    mean_trainer = float(torch.where(mask, trainer_logps, 0.0).sum()) / t
+    mean_sampler = float(torch.where(mask, sampler_logps, 0.0).sum()) / t
+    return {
+        "rollout/logprob_abs_diff_mean": float(diff.sum()) / t,
+        "rollout/logprob_abs_diff_max": float(diff.max()) if mask.any() else 0.0,
+        "rollout/ppl_ratio": float(torch.exp(torch.tensor(mean_trainer - mean_sampler))),
     }
 
 
+def truncated_is_weight(trainer_logps: torch.Tensor, sampler_logps: torch.Tensor, mask: torch.Tensor, cap: float) -> torch.Tensor:
+    """min(pi_trainer / pi_sampler, cap) per token (B, T), 1 outside the mask (TIS, Yao et al. 2025)."""
+    w = torch.exp(trainer_logps - sampler_logps).clamp(max=cap)
+    return torch.where(mask, w, torch.ones_like(w))
+
+
 def make_optimizer(model, lr: float, betas: list[float], weight_decay: float, warmup_steps: int):
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
     return optimizer, scheduler

@@ -8,66 +8,130 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
 from rl.advantages import get_advantage
 from rl.batch import build_batch
 from rl.config import Config, ConfigError, load_config
+from rl.dapo import apply_overlong, filter_uniform_groups
 from rl.data.sampler import EpochSampler
 from rl.evaluate import heldout_accuracy, sampling_dict
+from rl.kl import kl_penalty
 from rl.logprobs import batched_logprobs
 from rl.outputs import MetricsLog, make_run_dir, write_summary
 from rl.parity import max_logprob_gap
 from rl.policy import save_checkpoint
-from rl.scoring import reward_metrics, score_groups
+from rl.scoring import ScoredGroups, cat_scored, reward_metrics, score_groups
 from rl.session import Session
-from rl.step import make_optimizer, policy_step
+from rl.step import make_optimizer, mismatch_metrics, truncated_is_weight, update
+from rollout.types import RolloutGroup
 from rollout.weight_sync import checkpoint_tensors
 
 
-def rl_step(s: Session, optimizer, scheduler, indices: list[int]) -> dict[str, float]:
-    """One rollout batch and one optimizer step; returns the step's metrics."""
+def generate_and_score(s: Session, indices: list[int]) -> tuple[list[RolloutGroup], ScoredGroups, dict]:
+    """Rollout groups for the training rows at `indices`, and their rewards."""
     cfg, times = s.cfg, {}
     t = time.perf_counter()
     groups = s.pool.generate([s.train_prompt_ids[i] for i in indices], [s.train_rows[i].index for i in indices],
                              sampling_dict(cfg, cfg.rollout.n))
     times["time/generate"] = time.perf_counter() - t
-
     t = time.perf_counter()
     scored = score_groups(groups, {r.index: r for r in (s.train_rows[i] for i in indices)}, cfg.reward)
     times["time/reward"] = time.perf_counter() - t
+    return groups, scored, times
+
+
+def collect(s: Session, draw: Callable[[int], list[int]]) -> tuple[list[RolloutGroup], ScoredGroups, dict]:
+    """One step's rollout groups. With algo.dynamic_sampling, groups with all-equal rewards are dropped and
+    more prompts drawn until trainer.prompts_per_step groups are kept or the round cap is hit (DAPO).
+    """
+    want, algo = s.cfg.trainer.prompts_per_step, s.cfg.algo
+    groups, scored, times = generate_and_score(s, draw(want))
+    info = {**times, "data/dropped_indices": []}
+    if not algo.dynamic_sampling:
+        return groups, scored, info
+    kept_groups, kept_scores, rounds = [], [], 0
+    while True:
+        keep = filter_uniform_groups(scored.total, scored.valid).tolist()
+        rows = [i for i, k in enumerate(keep) if k][: want - len(kept_groups)]
+        kept_groups += [groups[i] for i in rows]
+        kept_scores.append(scored.take(rows))
+        info["data/dropped_indices"] += [g.prompt_index for i, g in enumerate(groups) if i not in rows]
+        if len(kept_groups) >= want or rounds >= algo.dynamic_sampling_max_rounds:
+            break
+        rounds += 1
+        groups, scored, more = generate_and_score(s, draw(want - len(kept_groups)))
+        for k, v in more.items():
+            info[k] += v
+    info["sampling/rounds"] = rounds + 1
+    if not kept_groups:  # nothing carried signal: train on the last round (zero advantages)
+        return groups, scored, info
+    return kept_groups, cat_scored(kept_scores), info
+
+
+def rl_step(s: Session, optimizer, scheduler, draw: Callable[[int], list[int]] | list[int]) -> dict[str, float]:
+    """One rollout batch, then algo.epochs x mini-batches of optimizer steps, then the weight sync."""
+    cfg, algo = s.cfg, s.cfg.algo
+    if isinstance(draw, list):  # fixed indices (tests, evaluation of a given set)
+        fixed = draw
+        draw = lambda n: fixed[:n]  # noqa: E731
+    groups, scored, info = collect(s, draw)
 
     t = time.perf_counter()
-    advantages = get_advantage(cfg.algo.advantage)(scored.total, scored.valid)  # (P, G)
-    batch = build_batch(groups, advantages, scored.valid, s.tokenizer.pad_token_id)
+    P, G = scored.total.shape
+    batch = build_batch(groups, torch.zeros(P, G), scored.valid, s.tokenizer.pad_token_id)
+    lengths = batch.response_lengths.view(P, G)
+    truncated = torch.tensor([c.finish_reason == "length" for g in groups for c in g.completions]).view(P, G)
+    rewards, valid = apply_overlong(algo.overlong, scored.total, scored.valid, lengths, truncated,
+                                    max_len=cfg.rollout.max_new_tokens, buffer_len=algo.overlong_buffer,
+                                    penalty=algo.overlong_penalty)
+    batch.mask &= valid.reshape(-1, 1)
+    extra = {}
     if s.reference is not None:
         batch.ref_logps = batched_logprobs(s.reference, batch.input_ids, batch.attention_mask,
                                            cfg.rollout.temperature, cfg.trainer.micro_batch_size)
-    train_metrics = policy_step(
-        s.policy, optimizer, scheduler, batch, cfg.algo, micro_batch_size=cfg.trainer.micro_batch_size,
-        temperature=cfg.rollout.temperature, grad_clip=cfg.trainer.grad_clip, max_new_tokens=cfg.rollout.max_new_tokens,
-    )
-    times["time/train"] = time.perf_counter() - t
+        if algo.kl_in_reward:  # log pi from the sampler: the policy the tokens came from
+            seq_kl = torch.where(batch.mask, kl_penalty(batch.sampler_logps, batch.ref_logps, algo.kl_estimator), 0.0).sum(-1)
+            rewards = rewards - algo.kl_coef * seq_kl.view(P, G)
+            extra["reward/kl_penalty"] = float(algo.kl_coef * seq_kl[batch.mask.any(-1)].mean()) if batch.mask.any() else 0.0
+    batch.advantages = get_advantage(algo.advantage)(rewards, valid).reshape(-1).float()
+
+    step_kwargs = dict(micro_batch_size=cfg.trainer.micro_batch_size, temperature=cfg.rollout.temperature,
+                       grad_clip=cfg.trainer.grad_clip, max_new_tokens=cfg.rollout.max_new_tokens)
+    if algo.old_logprobs == "trainer":
+        batch.old_logps = batched_logprobs(s.policy, batch.input_ids, batch.attention_mask, cfg.rollout.temperature,
+                                           cfg.trainer.micro_batch_size)
+        if algo.tis_cap is not None:
+            batch.is_weight = truncated_is_weight(batch.old_logps, batch.sampler_logps, batch.mask, algo.tis_cap)
+    train_metrics, before_logps, before_rows = update(s.policy, optimizer, scheduler, batch, algo, s.cfg.moe, **step_kwargs)
+    if algo.old_logprobs == "trainer":  # the recomputed logprobs cover every row, before any step
+        before_logps, before_rows = batch.old_logps, torch.ones(len(batch), dtype=torch.bool)
+    gap = mismatch_metrics(before_logps, batch.sampler_logps, batch.mask & before_rows[:, None])
+    info["time/train"] = time.perf_counter() - t
 
     t = time.perf_counter()
     s.pool.update_weights(checkpoint_tensors(s.policy))
-    times["time/sync"] = time.perf_counter() - t
+    info["time/sync"] = time.perf_counter() - t
 
-    lengths = batch.response_lengths.float()
-    n_tokens = int(lengths.sum())
-    finish = [c.finish_reason for g in groups for c in g.completions]
+    lens = batch.response_lengths.float()
+    n_tokens = int(lens.sum())
+    times = {k: v for k, v in info.items() if k.startswith("time/")}
     return {
         **reward_metrics(scored, cfg.reward.accuracy_verifier),
-        "response/len_mean": float(lengths.mean()),
-        "response/len_max": int(lengths.max()),
-        "response/truncated_frac": finish.count("length") / len(finish),
+        **extra,
+        "response/len_mean": float(lens.mean()),
+        "response/len_max": int(lens.max()),
+        "response/truncated_frac": float(truncated.float().mean()),
         **train_metrics,
+        **gap,
         "rollout/tokens": n_tokens,
-        "rollout/tokens_per_s": n_tokens / max(times["time/generate"], 1e-9),
+        "rollout/tokens_per_s": n_tokens / max(info["time/generate"], 1e-9),
         **times,
         "time/step": sum(times.values()),
-        "data/indices": [s.train_rows[i].index for i in indices],
+        "data/indices": [g.prompt_index for g in groups],
+        **{k: v for k, v in info.items() if not k.startswith("time/")},
     }
 
 
@@ -96,7 +160,7 @@ def train(cfg: Config) -> dict:
     log = MetricsLog(run_dir, t.steps)
     gaps = []
     for step in range(1, t.steps + 1):
-        metrics = {"step": step, **rl_step(s, optimizer, scheduler, sampler.next(t.prompts_per_step))}
+        metrics = {"step": step, **rl_step(s, optimizer, scheduler, sampler.next)}
         if step > 1:  # this step's forward pass ran on weights the engines received by the last sync
             gaps.append(metrics["rollout/logprob_abs_diff_max"])
         log.write(metrics)

@@ -93,3 +93,34 @@ def test_missing_model_path_fails_clearly(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelPathError, match="no config.json"):
         resolve_model_path(str(tmp_path / "empty"))
+
+
+def test_every_objective_knob_at_once_trains_and_stays_in_sync(tmp_path):
+    """GSPO, Dr. GRPO advantages, trainer old logprobs with TIS, 2 epochs x 2 mini-batches, DAPO dynamic
+    sampling and soft overlong penalty, KL in the reward, MoE aux loss and a frozen router: two real steps."""
+    run_dir = tmp_path / "run"
+    knobs = ["algo.loss=gspo", "algo.clip_low=0.0003", "algo.clip_high=0.0004", "algo.advantage=dr_grpo",
+             "algo.loss_agg=seq_mean_token_mean", "algo.old_logprobs=trainer", "algo.tis_cap=2.0", "algo.epochs=2",
+             "algo.mini_batch_size=8", "algo.dynamic_sampling=true", "algo.dynamic_sampling_max_rounds=2",
+             "algo.overlong=soft", "algo.overlong_buffer=8", "algo.kl_coef=0.01", "algo.kl_in_reward=true",
+             "moe.aux_loss_coef=0.01", "moe.freeze_router=true"]
+    cfg = load_config("configs/tiny.yaml", SMALL + knobs + ["trainer.steps=2", "run.eval_before=false",
+                                                          "run.eval_after=false", f"run.dir={run_dir}"])
+    summary = train(cfg)
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # 2 epochs x ceil(sequences / 8) mini-batches
+    assert [m["optimizer_steps"] for m in lines] == [2 * -(-len(m["data/indices"]) * 4 // 8) for m in lines]
+    for m in lines:
+        assert m["rollout/logprob_abs_diff_max"] < PARITY_TOL and abs(m["rollout/ppl_ratio"] - 1) < 1e-3
+        assert 1 <= m["sampling/rounds"] <= 3 and m["moe/aux_loss"] > 0 and m["reward/kl_penalty"] > -1e-6
+        # the batch fills up unless the round cap was hit; a dropped prompt is never also trained on
+        assert len(m["data/indices"]) == 4 or (m["sampling/rounds"] == 3 and len(m["data/indices"]) < 4)
+        assert not set(m["data/indices"]) & set(m["data/dropped_indices"])
+        assert 0 <= m["moe/expert_load_cv"] and 1 <= m["moe/max_load_ratio"] <= 8 / 2
+    assert summary["sync_max_abs_logprob_diff"] < PARITY_TOL
+    # the frozen routers did not move, everything else did
+    base = load_file(f"{cfg.model.path}/model.safetensors")
+    final = load_file(run_dir / "checkpoint" / "model.safetensors")
+    routers = [k for k in base if k.endswith("mlp.gate.weight")]
+    assert routers and all(torch.equal(base[k], final[k]) for k in routers)
+    assert not torch.equal(base["lm_head.weight"], final["lm_head.weight"])

@@ -1,0 +1,363 @@
+"""Runs inside the sandbox (stdlib only): `python _sandbox_harness.py SETUP_JSON CONFIG_FD RECORD_FD`.
+
+setup: privileged, in fresh namespaces; prepares mounts, drops privileges and sets limits, then runs `run`.
+run: the trusted side. It reads the config (program, cases or test, nonce) from CONFIG_FD and writes
+    nonce-tagged records to RECORD_FD. For stdio it becomes the program. For call and check it never runs
+    program code: it forks a process (`serve`) before reading the config, and calls the program's functions
+    by message, so the test, the nonce and RECORD_FD are never in a process the program controls.
+serve: the untrusted side. It loads the program and answers calls with plain values (`encode`).
+"""
+
+import builtins
+import ctypes
+import json
+import os
+import resource
+import sys
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+KEPT_FLAGS = 2 | 4 | 8 | 1024 | 2048 | 4096  # nosuid, nodev, noexec, noatime, nodiratime, relatime (statvfs = MS_*)
+MNT_DETACH = 2
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, CAP_VERSION_3 = 4, 24, 38, 0x20080522
+WORKDIR = "/tmp/w"
+MAX_MESSAGE = 16 << 20  # one reply from the program process; more is an attack on the test process
+MAX_DEPTH = 200  # nesting of a value crossing between the two processes
+
+
+def _mount(src, target, fstype, flags, data=None):
+    libc = ctypes.CDLL(None, use_errno=True)
+    enc = [None if x is None else x.encode() for x in (src, target, fstype, data)]
+    if libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {src} -> {target}: {os.strerror(err)}")
+
+
+def _umount(target):
+    ctypes.CDLL(None, use_errno=True).umount2(target.encode(), MNT_DETACH)
+
+
+def _read_only_host():
+    """Remount every mount of this namespace read-only, so that only the private tmpfs mounts made after
+    this are writable. Flags the kernel locks (nosuid, nodev, noexec, atime) are kept, or it refuses."""
+    with open("/proc/self/mountinfo") as f:
+        targets = [line.split()[4] for line in f]
+    for target in targets:
+        target = target.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+        try:
+            kept = os.statvfs(target).f_flag & KEPT_FLAGS
+            _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | kept)
+        except OSError:
+            pass  # a mount hidden under another one, or one the kernel will not remount: left as it was
+
+
+def _blocked_ancestor(path):
+    """First directory on the way to `path` that 'others' cannot traverse (e.g. /root, mode 700)."""
+    parts = os.path.abspath(path).split("/")[1:]
+    cur = ""
+    for part in parts:
+        cur += "/" + part
+        if os.path.isdir(cur) and not os.stat(cur).st_mode & 0o001:
+            return cur
+    return None
+
+
+def _expose(prefix):
+    """Make `prefix` (the Python install) reachable for an unprivileged uid, at the same path, read-only.
+
+    The blocked ancestor is covered by an empty tmpfs, which also hides everything else it held."""
+    blocked = _blocked_ancestor(prefix)
+    if blocked is None:
+        return
+    stage = "/tmp/.purerl-stage"
+    os.makedirs(stage)
+    _mount(prefix, stage, None, MS_BIND | MS_REC)
+    _mount("tmpfs", blocked, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
+    os.makedirs(prefix, mode=0o755, exist_ok=True)
+    _mount(stage, prefix, None, MS_BIND | MS_REC)
+    _mount(None, prefix, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    _umount(stage)
+    os.rmdir(stage)
+
+
+def setup(s, cfg_fd, rec_fd):
+    if s["mount"]:
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        _read_only_host()
+        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={s['tmp_mb']}m")
+        for d in ("/dev/shm", "/var/tmp"):
+            if os.path.isdir(d):
+                _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=1m")
+        if s["uid"] is not None:
+            _expose(s["prefix"])
+        os.makedirs(WORKDIR, mode=0o700)
+        workdir = WORKDIR
+    else:
+        workdir = s["workdir"]
+    if s["uid"] is not None:
+        os.chown(workdir, s["uid"], s["uid"])
+    os.chdir(workdir)
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in range(64):  # empty the bounding set while still privileged: no exec can regain a capability
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # fails past the last capability, or without CAP_SETPCAP
+    if s["uid"] is not None:
+        os.setgroups([])
+        os.setgid(s["uid"])
+        os.setuid(s["uid"])
+    lim = s["limits"]
+    for res, val in [
+        (resource.RLIMIT_CPU, lim["cpu_s"]),
+        (resource.RLIMIT_AS, lim["memory_mb"] << 20),
+        (resource.RLIMIT_FSIZE, lim["file_mb"] << 20),
+        (resource.RLIMIT_NOFILE, 64),
+        (resource.RLIMIT_CORE, 0),
+    ] + ([(resource.RLIMIT_NPROC, s["nproc"])] if s["nproc"] else []):
+        resource.setrlimit(res, (val, val))
+    _drop_capabilities(libc)  # from here on nothing in the sandbox can raise the limits above
+    run(cfg_fd, rec_fd, s["kind"])
+
+
+def _drop_capabilities(libc):
+    """No capabilities and no new privileges (setuid binaries). This is what keeps a program that runs as
+    (namespace) root, where no uid could be dropped, from reading the trusted process's memory."""
+    header = (ctypes.c_uint32 * 2)(CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable for capabilities 0-31 and 32-63: none
+    if libc.capset(header, data) != 0 or libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"dropping capabilities failed: {os.strerror(err)}")
+
+
+class Channel:
+    """Newline-delimited JSON over a pair of pipe fds."""
+
+    def __init__(self, read_fd, write_fd):
+        self.r, self.w, self.buf = read_fd, write_fd, b""
+
+    def send(self, obj):
+        data = (json.dumps(obj) + "\n").encode()
+        while data:
+            data = data[os.write(self.w, data) :]
+
+    def recv(self):
+        while b"\n" not in self.buf:
+            if len(self.buf) > MAX_MESSAGE:
+                raise OverflowError("reply from the program is too large")
+            chunk = os.read(self.r, 1 << 16)
+            if not chunk:
+                raise EOFError("the program process ended")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return json.loads(line)
+
+
+def encode(value, depth=0):
+    """Tagged JSON form of a builtin value. Runs in the program process, so its output is only data:
+    subclasses are reduced to their builtin base, anything else is refused."""
+    if depth > MAX_DEPTH:
+        raise ValueError("value nested too deeply")
+    if value is None:
+        return ["n"]
+    if isinstance(value, bool):
+        return ["B", value is True]
+    if isinstance(value, int):
+        return ["i", hex(int.__index__(value))]
+    if isinstance(value, float):
+        return ["f", float.hex(value)]
+    if isinstance(value, complex):
+        return ["c", float.hex(complex.__getattribute__(value, "real")), float.hex(complex.__getattribute__(value, "imag"))]
+    if isinstance(value, str):
+        return ["s", str.__str__(value)]
+    if isinstance(value, (bytes, bytearray)):
+        return ["y", bytes(value).hex()]
+    for tag, base in (("t", tuple), ("l", list), ("S", set), ("F", frozenset)):
+        if isinstance(value, base):
+            return [tag, [encode(v, depth + 1) for v in base.__iter__(value)]]
+    if isinstance(value, dict):
+        return ["d", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]]
+    raise TypeError(f"a value of type {type(value).__name__} is not a builtin value")
+
+
+def decode(x, depth=0):
+    """Inverse of `encode`, run in the trusted process: it can only build builtin values."""
+    if depth > MAX_DEPTH or not isinstance(x, list) or not x or not isinstance(x[0], str):
+        raise ValueError("malformed value from the program process")
+    tag, args = x[0], x[1:]
+    if tag == "n":
+        return None
+    if tag == "B":
+        return args[0] is True
+    if tag == "i":
+        return int(args[0], 16)  # base 16: no limit on digits, and linear time
+    if tag == "f":
+        return float.fromhex(args[0])
+    if tag == "c":
+        return complex(float.fromhex(args[0]), float.fromhex(args[1]))
+    if tag == "s" and isinstance(args[0], str):
+        return args[0]
+    if tag == "y":
+        return bytes.fromhex(args[0])
+    if tag in ("t", "l", "S", "F"):
+        base = {"t": tuple, "l": list, "S": set, "F": frozenset}[tag]
+        return base(decode(v, depth + 1) for v in args[0])
+    if tag == "d":
+        return {decode(k, depth + 1): decode(v, depth + 1) for k, v in args[0]}
+    raise ValueError(f"unknown tag {tag!r} from the program process")
+
+
+class ProgramError(Exception):
+    """The program failed to answer a call (raised, died, or returned a non-builtin value)."""
+
+
+class Remote:
+    """The program's functions as seen from the trusted test process: every call is a message."""
+
+    def __init__(self, chan):
+        self.chan = chan
+
+    def call(self, name, args, kwargs):
+        self.chan.send(["call", name, encode(list(args)), encode(dict(kwargs))])
+        reply = self.chan.recv()
+        if not isinstance(reply, list) or len(reply) != 2 or reply[0] not in ("ok", "err"):
+            raise ProgramError("malformed reply")
+        if reply[0] == "err":
+            raise ProgramError(str(reply[1])[:300])
+        return decode(reply[1])
+
+    def function(self, name):
+        def proxy(*args, **kwargs):
+            return self.call(name, args, kwargs)
+
+        proxy.__name__ = name
+        return proxy
+
+
+def _nondumpable():
+    # Same uid as the program process: without this it could ptrace us or read /proc/<pid>/mem.
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
+
+
+def _fork_program_process(cfg_fd, rec_fd):
+    """Fork the process that will run the program; returns the trusted side's channel to it.
+
+    The fork happens before the config is read, so the child's memory never holds the test or the nonce,
+    and the child closes the config and record fds before it receives the program."""
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+    if os.fork() == 0:
+        try:
+            for fd in (cfg_fd, rec_fd, req_w, resp_r):
+                os.close(fd)
+            serve(Channel(req_r, resp_w))
+        finally:
+            os._exit(0)
+    os.close(req_r)
+    os.close(resp_w)
+    return Channel(resp_r, req_w)
+
+
+def run(cfg_fd, rec_fd, kind):
+    """Trusted side. stdio: exec the program as a script. call / check: the program runs in a forked
+    process (`serve`) and is called by message, so no program code ever runs in this process."""
+    if kind == "stdio":
+        os.close(rec_fd)
+        with os.fdopen(cfg_fd, "rb") as f:
+            src = json.loads(f.read())["program"]
+        with open("prog.py", "w") as f:
+            f.write(src)
+        os.execv(sys.executable, [sys.executable, "-I", "-S", "-B", "prog.py"])
+    _nondumpable()
+    try:
+        chan = _fork_program_process(cfg_fd, rec_fd)
+    except OSError as e:  # no program code has run yet: this is the machine's failure, not the program's
+        chan = e
+    with os.fdopen(cfg_fd, "rb") as f:
+        cfg = json.loads(f.read())
+    nonce = cfg.pop("nonce")
+
+    def record(**rec):
+        os.write(rec_fd, (json.dumps({"nonce": nonce, **rec}) + "\n").encode())
+
+    if isinstance(chan, OSError):
+        record(infra_error=f"could not start the program process: {chan!r}")
+        os._exit(0)
+
+    try:
+        chan.send({"program": cfg["program"]})
+        hello = chan.recv()
+    except Exception as e:  # noqa: BLE001 - EOF, an oversized or malformed reply: the program failed to load
+        record(load_error=f"the program process ended while loading: {e!r}"[:300])
+        os._exit(0)
+    if not isinstance(hello, dict) or "names" not in hello:
+        record(load_error=str(hello.get("load_error") if isinstance(hello, dict) else "bad hello")[:300])
+        os._exit(0)
+    remote = Remote(chan)
+    if kind == "call":
+        for i, args in enumerate(cfg["cases"]):
+            try:
+                record(case=i, result=json.dumps(remote.call(cfg["fn_name"], args, {}), allow_nan=True))
+            except (EOFError, OSError, OverflowError) as e:  # the channel is gone or out of step
+                record(case=i, error=repr(e)[:300])
+                break
+            except Exception as e:  # noqa: BLE001 - includes a result with no JSON form (a set, bytes)
+                record(case=i, error=repr(e)[:300])
+        os._exit(0)
+    # kind == "check", HumanEval style: the test sees the program's functions and plain values by name,
+    # except names of builtins: `def abs(x): return 0` must not change what the test's abs() means.
+    test_globals = {"__name__": "__test__"}
+    try:
+        names = hello["names"]
+        for name in names["functions"]:
+            if isinstance(name, str) and not hasattr(builtins, name):
+                test_globals[name] = remote.function(name)
+        for name, value in names["values"].items():
+            if not hasattr(builtins, name):
+                test_globals[name] = decode(value)
+        exec(compile(cfg["test"], "test.py", "exec"), test_globals)
+        test_globals["check"](remote.function(cfg["entry_point"]))
+        record(passed=True)
+    except BaseException as e:  # noqa: BLE001 - whatever stopped the test, it did not pass
+        record(error=repr(e)[:300])
+    os._exit(0)
+
+
+def serve(chan):
+    """Untrusted side: receive the program, load it, then answer ["call", name, args, kwargs] until EOF."""
+    try:
+        src = chan.recv()["program"]
+    except (EOFError, OSError):
+        return
+    g = {"__name__": "__sandbox__"}
+    try:
+        exec(compile(src, "solution.py", "exec"), g)
+    except BaseException as e:  # noqa: BLE001 - SystemExit included: an early exit earns nothing
+        chan.send({"load_error": repr(e)[:300]})
+        return
+    functions, values = [], {}
+    for name, value in list(g.items()):
+        if name.startswith("__"):
+            continue
+        if callable(value):
+            functions.append(name)
+            continue
+        try:
+            values[name] = encode(value)
+        except (TypeError, ValueError, RecursionError):
+            pass
+    chan.send({"names": {"functions": functions, "values": values}})
+    while True:
+        try:
+            _, name, args, kwargs = chan.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            fn = g.get(name)
+            if fn is None and "Solution" in g:  # LeetCode style: a method of class Solution
+                fn = getattr(g["Solution"](), name)
+            reply = ["ok", encode(fn(*decode(args), **decode(kwargs)))]
+        except BaseException as e:  # noqa: BLE001
+            reply = ["err", repr(e)[:300]]
+        chan.send(reply)
+
+
+if __name__ == "__main__":
+    setup(json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

@@ -1,0 +1,1 @@
+"""Example purerl verifier package: see verifiers.py and docs/rewards.md."""

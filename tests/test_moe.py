@@ -1,0 +1,64 @@
+"""MoE router statistics and router freezing, on hand-worked counts and a real (random-init) tiny Qwen3-MoE."""
+
+import math
+
+import pytest
+import torch
+
+from rl.moe import freeze_router, router_counts, router_metrics, router_parameters, top_k_of
+
+
+def tiny_moe(seed: int = 0):
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen3MoeConfig(vocab_size=32, hidden_size=16, intermediate_size=32, moe_intermediate_size=8,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                         num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1)
+    return Qwen3MoeForCausalLM(cfg)
+
+
+def test_router_counts_take_top_k_of_unmasked_tokens():
+    logits = torch.tensor([[3.0, 2.0, 0.0, -1.0], [0.0, 5.0, 4.0, 0.0], [9.0, 9.5, 0.0, 0.0]])
+    counts, ent = router_counts((logits,), torch.tensor([True, True, False]), top_k=2)
+    assert counts.tolist() == [[1.0, 2.0, 1.0, 0.0]]  # token 0 -> {0, 1}, token 1 -> {1, 2}; token 2 masked
+    p = torch.softmax(logits[:2], -1)
+    assert ent.item() == pytest.approx(float(-(p * p.log()).sum()), rel=1e-6)
+
+
+def test_router_metrics_hand_worked():
+    counts = torch.tensor([[1.0, 2.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])  # layer 0 skewed, layer 1 balanced
+    m = router_metrics(counts, torch.tensor([2.0, 4.0]), num_tokens=2)
+    cv0 = math.sqrt(((0**2) + 1 + 0 + 1) / 4) / 1.0  # mean 1, population std sqrt(0.5)
+    assert m["moe/layer0/expert_load_cv"] == pytest.approx(cv0)
+    assert m["moe/layer1/expert_load_cv"] == 0.0
+    assert m["moe/expert_load_cv"] == pytest.approx(cv0 / 2)
+    assert m["moe/max_load_ratio"] == 2.0 and m["moe/layer1/max_load_ratio"] == 1.0
+    assert m["moe/router_entropy"] == pytest.approx((1.0 + 2.0) / 2)
+    assert m["moe/dead_experts"] == 1 and m["moe/layer0/dead_experts"] == 1
+
+
+def test_freeze_router_stops_only_router_gradients():
+    model = tiny_moe()
+    names = [n for n, _ in router_parameters(model)]
+    assert names == ["model.layers.0.mlp.gate.weight", "model.layers.1.mlp.gate.weight"]
+    assert freeze_router(model) == 2
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    ids = torch.randint(0, 32, (2, 6))
+    model(input_ids=ids, labels=ids).loss.backward()
+    opt.step()
+    after = dict(model.named_parameters())
+    assert all(torch.equal(before[n], after[n]) for n in names)
+    assert not torch.equal(before["model.layers.0.mlp.experts.gate_up_proj"], after["model.layers.0.mlp.experts.gate_up_proj"])
+    assert top_k_of(model) == 2
+
+
+def test_freeze_router_on_a_dense_model_is_an_error():
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    dense = Qwen3ForCausalLM(Qwen3Config(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, head_dim=8))
+    with pytest.raises(ValueError, match="no router parameters"):
+        freeze_router(dense)
+    assert top_k_of(dense) is None
