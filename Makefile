@@ -45,6 +45,14 @@ test-slow: $(VENV)/.installed $(BASE_MODEL)/config.json
 	$(BIN)/python -m pytest -m slow -q $(ARGS)
 
 # Math verifications/s and code programs/s on 2 reward workers, and the ratio to math-verify called directly.
+# TRL, the peer, lives in .venv-bench (layered over .venv), never in the runtime environment.
+.venv-bench/.installed: $(VENV)/.installed scripts/bench_env.sh
+	bash scripts/bench_env.sh $(VENV) .venv-bench
+	touch $@
+
+bench: $(VENV)/.installed $(BASE_MODEL)/config.json .venv-bench/.installed
+	$(BIN)/python scripts/bench.py $(ARGS)
+
 bench-rewards: $(VENV)/.installed
 	$(BIN)/python scripts/bench_rewards.py --workers 2 $(ARGS)
 
@@ -52,5 +60,5 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check rl rewards rollout tests scripts
 
 clean:
-	rm -rf $(VENV) models runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-bench models runs .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

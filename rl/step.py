@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from rl.aggregation import aggregate, count_seqs, count_tokens
@@ -57,10 +59,12 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
             seen["counts"] = counts if seen["counts"] is None else seen["counts"] + counts
             seen["entropy"] = ent if seen["entropy"] is None else seen["entropy"] + ent
             seen["tokens"] += int(mb.attention_mask.sum())
+    t_opt = time.perf_counter()
     grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+    seen["optimizer_s"] = time.perf_counter() - t_opt
     t = max(num_tokens, 1)
     metrics = {
         "loss/policy": sums["loss"],
@@ -83,7 +87,7 @@ def update(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig, moe
     all rows for a single step, the first mini-batch otherwise.
     """
     size = algo.mini_batch_size or len(batch)
-    steps, router = [], None
+    steps, router, optimizer_s = [], None, 0.0
     before_rows = torch.zeros(len(batch), dtype=torch.bool)
     before_logps = torch.zeros_like(batch.old_logps)
     for epoch in range(algo.epochs):
@@ -91,6 +95,7 @@ def update(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig, moe
             mb = batch.slice(start, start + size)
             metrics, seen = policy_step(model, optimizer, scheduler, mb, algo, moe, **step_kwargs)
             steps.append(metrics)
+            optimizer_s += seen["optimizer_s"]
             if epoch == 0 and start == 0:
                 before_rows[: len(mb)] = True
                 before_logps[: len(mb), : seen["logps"].shape[1]] = seen["logps"]
@@ -101,6 +106,7 @@ def update(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig, moe
     out = {k: sum(m[k] for m in steps) / len(steps) for k in steps[0]}
     out["grad_norm_max"] = max(m["grad_norm"] for m in steps)
     out["optimizer_steps"] = len(steps)
+    out["time/optimizer"] = optimizer_s
     if router is not None:
         out.update(router_metrics(router["counts"], router["entropy"], router["tokens"]))
     return out, before_logps, before_rows

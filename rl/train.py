@@ -90,8 +90,10 @@ def rl_step(s: Session, optimizer, scheduler, draw: Callable[[int], list[int]] |
     batch.mask &= valid.reshape(-1, 1)
     extra = {}
     if s.reference is not None:
+        t_ref = time.perf_counter()
         batch.ref_logps = batched_logprobs(s.reference, batch.input_ids, batch.attention_mask,
                                            cfg.rollout.temperature, cfg.trainer.micro_batch_size)
+        extra["time/reference"] = time.perf_counter() - t_ref
         if algo.kl_in_reward:  # log pi from the sampler: the policy the tokens came from
             seq_kl = torch.where(batch.mask, kl_penalty(batch.sampler_logps, batch.ref_logps, algo.kl_estimator), 0.0).sum(-1)
             rewards = rewards - algo.kl_coef * seq_kl.view(P, G)
@@ -117,6 +119,7 @@ def rl_step(s: Session, optimizer, scheduler, draw: Callable[[int], list[int]] |
 
     lens = batch.response_lengths.float()
     n_tokens = int(lens.sum())
+    # time/train covers reference, old-logprob recompute, forward/backward and optimizer; these are parts of it
     times = {k: v for k, v in info.items() if k.startswith("time/")}
     return {
         **reward_metrics(scored, cfg.reward.accuracy_verifier),
@@ -127,6 +130,7 @@ def rl_step(s: Session, optimizer, scheduler, draw: Callable[[int], list[int]] |
         **train_metrics,
         **gap,
         "rollout/tokens": n_tokens,
+        "train/tokens": int(batch.attention_mask.sum()),
         "rollout/tokens_per_s": n_tokens / max(info["time/generate"], 1e-9),
         **times,
         "time/step": sum(times.values()),
@@ -160,7 +164,9 @@ def train(cfg: Config) -> dict:
     log = MetricsLog(run_dir, t.steps)
     gaps = []
     for step in range(1, t.steps + 1):
+        t_wall = time.perf_counter()
         metrics = {"step": step, **rl_step(s, optimizer, scheduler, sampler.next)}
+        metrics["time/wall"] = time.perf_counter() - t_wall
         if step > 1:  # this step's forward pass ran on weights the engines received by the last sync
             gaps.append(metrics["rollout/logprob_abs_diff_max"])
         log.write(metrics)

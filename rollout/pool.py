@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ray
+import torch
 
 from rollout.types import RolloutGroup
+from rollout.weight_sync import pack_tensors
 from rollout.worker import RolloutWorker
 
 
@@ -27,10 +29,11 @@ class RolloutPool:
         ]
         return [g for shard in ray.get(futures) for g in shard]
 
-    def update_weights(self, items) -> None:
-        """Puts the weights in the object store once; every engine loads them in place."""
-        ref = ray.put(items)
-        ray.get([w.update_weights.remote(ref) for w in self.workers])
+    def update_weights(self, items: list[tuple[str, torch.Tensor]]) -> float:
+        """Puts the weights in the object store once, packed into one buffer per dtype; every engine loads
+        them in place. Returns the longest time an engine spent loading."""
+        ref = ray.put(pack_tensors(items))
+        return max(ray.get([w.update_weights.remote(ref) for w in self.workers]))
 
     def shutdown(self) -> None:
         for w in self.workers:

@@ -7,6 +7,9 @@ Engine side: `reload_in_place` runs on the vLLM worker through `collective_rpc`.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 
 
@@ -18,6 +21,34 @@ def checkpoint_tensors(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]
     # transformers' own inverse of its load-time conversion, so every MoE family it knows is covered.
     state = revert_weight_conversion(model, state)
     return [(k, v.to("cpu", copy=False).contiguous()) for k, v in state.items()]
+
+
+@dataclass
+class PackedWeights:
+    """Many named tensors as one flat buffer per dtype: one object for Ray to move instead of hundreds."""
+
+    buffers: dict[str, torch.Tensor]  # dtype name -> 1-D tensor
+    index: list[tuple[str, str, tuple[int, ...], int]]  # (name, dtype name, shape, offset)
+
+
+def pack_tensors(items: list[tuple[str, torch.Tensor]]) -> PackedWeights:
+    groups: dict[str, list[torch.Tensor]] = {}
+    index, offsets = [], {}
+    for name, t in items:
+        key = str(t.dtype).removeprefix("torch.")
+        index.append((name, key, tuple(t.shape), offsets.get(key, 0)))
+        offsets[key] = offsets.get(key, 0) + t.numel()
+        groups.setdefault(key, []).append(t.reshape(-1))
+    return PackedWeights({k: torch.cat(v) for k, v in groups.items()}, index)
+
+
+def unpack_tensors(packed: PackedWeights) -> list[tuple[str, torch.Tensor]]:
+    """Views into the buffers, in the packed order."""
+    out = []
+    for name, key, shape, offset in packed.index:
+        numel = math.prod(shape)
+        out.append((name, packed.buffers[key][offset : offset + numel].view(shape)))
+    return out
 
 
 def _repack_moe(model: torch.nn.Module) -> int:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import ray
 
 from rollout.engine import create_engine, generate_groups, sampling_params
 from rollout.types import RolloutGroup
-from rollout.weight_sync import push_weights
+from rollout.weight_sync import PackedWeights, push_weights, unpack_tensors
 
 
 @ray.remote
@@ -21,8 +23,11 @@ class RolloutWorker:
             g.engine = self.rank
         return groups
 
-    def update_weights(self, items) -> int:
-        return push_weights(self.llm, items)
+    def update_weights(self, items) -> float:
+        """Loads the weights in place; returns the seconds spent inside the engine."""
+        t = time.perf_counter()
+        push_weights(self.llm, unpack_tensors(items) if isinstance(items, PackedWeights) else items)
+        return time.perf_counter() - t
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()

@@ -1,0 +1,203 @@
+"""`make bench`: purerl against TRL's GRPOTrainer on identical work, in one run, plus the step's time explained.
+
+Same tiny MoE, prompts per step, group size, max new tokens, batch, micro-batch (whole batch), steps, fp32,
+verifiers and reward weights. The first step of each side is warm-up and is left out of the means.
+Writes runs/bench/bench.json and prints a table; the last line sums up the speedup.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from statistics import mean
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def matmul_peak_flops(dtype=torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    """Best-of-N torch.mm throughput on this process's threads: the denominator of MFU."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def active_matmul_params(model) -> int:
+    """Parameters a token multiplies through: everything but the input embedding, experts scaled by top-k / E."""
+    cfg = model.config
+    share = cfg.num_experts_per_tok / cfg.num_experts
+    total = 0
+    for name, p in model.named_parameters():
+        if "embed_tokens" in name or p.dim() < 2:
+            continue
+        total += p.numel() * share if ".experts." in name else p.numel()
+    return int(total)
+
+
+def run_purerl(args, run_dir: Path) -> tuple[list[dict], object]:
+    from rl.config import load_config
+    from rl.train import train
+
+    cfg = load_config(args.config, [
+        f"trainer.prompts_per_step={args.prompts}", f"rollout.n={args.n}", f"rollout.max_new_tokens={args.max_new_tokens}",
+        f"trainer.micro_batch_size={args.prompts * args.n}", f"trainer.steps={args.steps}", f"trainer.lr={args.lr}",
+        f"algo.kl_coef={args.beta}", "run.eval_before=false", "run.eval_after=false", "run.save_checkpoint=false",
+        f"run.dir={run_dir}",
+    ])
+    train(cfg)
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()], cfg
+
+
+def standalone_vllm_tokens_per_s(cfg, prompts: int, repeats: int = 3) -> float:
+    """vLLM alone, in this process, on the same prompts and sampling as the loop's rollout stage."""
+    from transformers import AutoTokenizer
+
+    from rl.data import apply_template, load_prompts
+    from rollout.engine import create_engine, generate_groups, sampling_params
+
+    r = cfg.rollout
+    tok = AutoTokenizer.from_pretrained(cfg.model.path)
+    rows = load_prompts(cfg.data.train)[:prompts]
+    ids = [tok(apply_template(x.question, cfg.data.template))["input_ids"] for x in rows]
+    llm = create_engine(cfg.model.path, dtype=cfg.model.dtype, seed=r.seed, enforce_eager=r.enforce_eager,
+                        kv_cache_gib=r.kv_cache_gib, gpu_memory_utilization=r.gpu_memory_utilization,
+                        max_model_len=max(map(len, ids)) + r.max_new_tokens)
+    params = sampling_params(r.n, r.temperature, r.top_p, r.max_new_tokens, list(r.stop))
+    generate_groups(llm, ids, list(range(len(ids))), params)  # warm-up
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        groups = generate_groups(llm, ids, list(range(len(ids))), params)
+        rates.append(sum(len(c.token_ids) for g in groups for c in g.completions) / (time.perf_counter() - t))
+    del llm
+    return max(rates)
+
+
+def run_trl(args, mode: str) -> dict:
+    cmd = [str(ROOT / args.bench_venv / "bin" / "python"), str(ROOT / "scripts" / "bench_trl.py"),
+           "--model", args.model, "--train", args.train, "--prompts", str(args.prompts), "--n", str(args.n),
+           "--max-new-tokens", str(args.max_new_tokens), "--steps", str(args.steps), "--lr", str(args.lr),
+           "--beta", str(args.beta), "--mode", mode]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.trl_timeout_s)
+    found = re.findall(r"^BENCH_JSON (.*)$", proc.stdout, flags=re.M)
+    if not found:
+        return {"mode": mode, "error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}"}
+    return json.loads(found[-1])
+
+
+def step_split(metrics: list[dict]) -> dict[str, float]:
+    """Mean seconds per step of each stage; `other` is the step's wall time not covered by a stage."""
+    def avg(key):
+        return mean(m.get(key, 0.0) for m in metrics)
+
+    split = {"generate": avg("time/generate"), "reward": avg("time/reward"), "reference": avg("time/reference"),
+             "optimizer": avg("time/optimizer"), "sync": avg("time/sync")}
+    split["policy_fwd_bwd"] = avg("time/train") - split["reference"] - split["optimizer"]
+    split["other"] = avg("time/wall") - sum(split.values())
+    return split
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--config", default="configs/tiny.yaml")
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--beta", type=float, default=0.001)
+    p.add_argument("--bench-venv", default=".venv-bench")
+    p.add_argument("--trl-timeout-s", type=int, default=900)
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
+    args = p.parse_args()
+    os.chdir(ROOT)
+    from rl.config import load_config
+
+    base = load_config(args.config)
+    args.model, args.train = base.model.path, base.data.train
+    args.out.mkdir(parents=True, exist_ok=True)
+    run_dir = args.out / f"purerl-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    peak = matmul_peak_flops()
+    metrics, cfg = run_purerl(args, run_dir)
+    timed = metrics[1:]  # step 1 is warm-up
+    standalone = standalone_vllm_tokens_per_s(cfg, args.prompts)
+    trl = {mode: run_trl(args, mode) for mode in ("transformers", "vllm")}
+
+    from transformers import AutoModelForCausalLM
+
+    active = active_matmul_params(AutoModelForCausalLM.from_pretrained(cfg.model.path))
+    split = step_split(timed)
+    purerl_step = mean(m["time/wall"] for m in timed)
+    rollout_tps = sum(m["rollout/tokens"] for m in timed) / sum(m["time/generate"] for m in timed)
+    train_flops = mean(6 * active * m["train/tokens"] for m in timed)  # forward 2N + backward 4N per token
+    policy_s = split["policy_fwd_bwd"] + split["optimizer"]
+    ok = {k: v for k, v in trl.items() if "step_s" in v}
+    trl_steps = {k: mean(v["step_s"][1:]) for k, v in ok.items()}
+    best_mode = min(trl_steps, key=trl_steps.get) if trl_steps else None
+    result = {
+        "machine": f"{os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "work": {"prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new_tokens, "steps": args.steps,
+                 "timed_steps": len(timed), "dtype": "float32", "beta": args.beta, "micro_batch": args.prompts * args.n},
+        "purerl_step_s": purerl_step,
+        "trl_step_s": trl_steps.get(best_mode),
+        "trl_mode": best_mode,
+        "trl_step_s_by_mode": trl_steps,
+        "trl_errors": {k: v["error"] for k, v in trl.items() if "error" in v},
+        "speedup_vs_trl": trl_steps[best_mode] / purerl_step if best_mode else None,
+        "rollout_tokens_per_s": rollout_tps,
+        "vllm_standalone_tokens_per_s": standalone,
+        "rollout_efficiency": rollout_tps / standalone,
+        "sync_share": split["sync"] / purerl_step,
+        "reward_share": split["reward"] / purerl_step,
+        "train_mfu": train_flops / policy_s / peak,
+        "matmul_peak_gflops": peak / 1e9,
+        "active_matmul_params": active,
+        "train_tokens_per_step": mean(m["train/tokens"] for m in timed),
+        "step_split_s": split,
+    }
+    (args.out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+
+
+def print_table(r: dict) -> None:
+    rows = [("purerl step (s)", f"{r['purerl_step_s']:.3f}")]
+    for mode, s in r["trl_step_s_by_mode"].items():
+        rows.append((f"TRL GRPOTrainer step, {mode} generation (s)", f"{s:.3f}"))
+    for mode, err in r["trl_errors"].items():
+        rows.append((f"TRL GRPOTrainer, {mode} generation", "failed: " + err.splitlines()[0][:90]))
+    rows += [
+        ("rollout tokens/s in the loop", f"{r['rollout_tokens_per_s']:.0f}"),
+        ("vLLM standalone tokens/s", f"{r['vllm_standalone_tokens_per_s']:.0f}"),
+        ("rollout_efficiency", f"{r['rollout_efficiency']:.2f}"),
+        ("sync_share", f"{r['sync_share']:.3f}"),
+        ("reward_share", f"{r['reward_share']:.3f}"),
+        (f"train_mfu (fp32 matmul peak {r['matmul_peak_gflops']:.0f} GFLOP/s)", f"{r['train_mfu']:.3f}"),
+    ]
+    rows += [(f"  step split: {k}", f"{v:.3f} s ({v / r['purerl_step_s']:.0%})") for k, v in r["step_split_s"].items()]
+    width = max(len(a) for a, _ in rows)
+    for a, b in rows:
+        print(f"{a:<{width}}  {b}")
+    if r["speedup_vs_trl"]:
+        print(f"purerl is {r['speedup_vs_trl']:.2f}x faster per step than TRL's fastest mode ({r['trl_mode']}) on identical work")
+    else:
+        print("no TRL mode ran; see trl_errors in bench.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The peer side of `make bench`: TRL's GRPOTrainer on the same model, prompts and settings as purerl.
+
+Runs in .venv-bench (TRL layered over .venv). Prints one JSON line: per-step wall times, or the error.
+`python scripts/bench_trl.py --model M --prompts P --n G --max-new-tokens T --steps S --mode transformers|vllm`
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run(args) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    import rewards
+    from rl.data import apply_template, load_prompts
+
+    rows = load_prompts(args.train)[: args.prompts * args.steps]
+    data = Dataset.from_list([{"prompt": apply_template(r.question, "r1_zero"), "answer": r.answer} for r in rows])
+
+    def math_and_format(completions, answer, **_):  # the same verifiers and weights as configs/tiny.yaml
+        items = [(v, c, a, {}) for v in ("math", "format") for c, a in zip(completions, answer)]
+        res = rewards.score_batch(items, workers=2, timeout_s=5.0)
+        n = len(completions)
+        return [res[i].score + 0.1 * res[n + i].score for i in range(n)]
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.times, self._t = [], 0.0
+
+        def on_step_begin(self, *a, **k):
+            self._t = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            self.times.append(time.perf_counter() - self._t)
+
+    tok = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    extra = {}
+    if args.mode == "vllm":
+        extra = {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3, "vllm_enable_sleep_mode": False}
+    cfg = GRPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=args.prompts * args.n,
+        num_generations=args.n, max_completion_length=args.max_new_tokens, max_steps=args.steps,
+        learning_rate=args.lr, beta=args.beta, temperature=1.0, top_p=1.0, loss_type="grpo", epsilon=0.2,
+        num_iterations=1, gradient_accumulation_steps=1, max_grad_norm=1.0, logging_steps=1, report_to=[],
+        save_strategy="no", use_cpu=True, bf16=False, seed=0, shuffle_dataset=False, dataloader_num_workers=0,
+        **extra,
+    )
+    times = StepTimes()
+    trainer = GRPOTrainer(model=model, reward_funcs=[math_and_format], args=cfg, train_dataset=data,
+                          processing_class=tok, callbacks=[times])
+    trainer.train()
+    return {"mode": args.mode, "step_s": times.times, "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    for name, tp in [("--model", str), ("--train", str), ("--prompts", int), ("--n", int), ("--max-new-tokens", int),
+                     ("--steps", int), ("--lr", float), ("--beta", float), ("--mode", str)]:
+        p.add_argument(name, type=tp, required=True)
+    args = p.parse_args()
+    try:
+        out = run(args)
+    except Exception as e:  # the bench reports a mode that fails instead of crashing
+        out = {"mode": args.mode, "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+    print("BENCH_JSON " + json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
