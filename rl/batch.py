@@ -26,6 +26,7 @@ class TrainBatch:
     ref_logps: torch.Tensor | None = None  # (B, L-1) reference logprobs when algo.kl_coef > 0
     sampler_logps: torch.Tensor | None = None  # (B, L-1) vLLM's logprobs of the sampled tokens, 0 elsewhere
     is_weight: torch.Tensor | None = None  # (B, L-1) truncated importance weight min(pi_trainer / pi_sampler, C)
+    routed_experts: torch.Tensor | None = None  # (B, L, layers, k) experts to replay in the update (moe.routing_replay)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -43,6 +44,7 @@ class TrainBatch:
             ref_logps=_cols(self.ref_logps, start, end, width),
             sampler_logps=_cols(self.sampler_logps, start, end, width),
             is_weight=_cols(self.is_weight, start, end, width),
+            routed_experts=None if self.routed_experts is None else self.routed_experts[start:end, :width],
         )
 
 

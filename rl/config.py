@@ -138,6 +138,10 @@ class MoeConfig:
     """Weight of the model's load-balancing loss (Switch-style) added to the policy loss; 0 disables it."""
     freeze_router: bool = False
     """Keep the routers' weights fixed during RL (their parameters get no gradient)."""
+    routing_replay: Literal["off", "trainer"] = "off"
+    """`trainer`: the update's forward passes use the experts the trainer's pre-update forward chose (needs
+    algo.old_logprobs=trainer, which records them), so every epoch and mini-batch trains the routing the old
+    policy used (GSPO's routing replay). Replaying vLLM's own routing is not available yet."""
 
 
 @dataclass
@@ -254,6 +258,8 @@ def validate(cfg: Config) -> Config:
         (0 < a.overlong_buffer <= cfg.rollout.max_new_tokens,
          "algo.overlong_buffer must be in 1..rollout.max_new_tokens"),
         (cfg.moe.aux_loss_coef >= 0, "moe.aux_loss_coef must be >= 0"),
+        (cfg.moe.routing_replay == "off" or a.old_logprobs == "trainer",
+         "moe.routing_replay=trainer needs algo.old_logprobs=trainer (that forward records the routing)"),
         (cfg.rollout.n >= 2, "rollout.n must be >= 2 (GRPO needs a group)"),
         (cfg.rollout.num_engines >= 1, "rollout.num_engines must be >= 1"),
         (cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),

@@ -81,3 +81,84 @@ def top_k_of(model) -> int | None:
         if getattr(cfg, name, None):
             return int(getattr(cfg, name))
     return None
+
+
+def moe_routers(model) -> list[torch.nn.Module]:
+    """transformers' top-k router modules, in layer order. They return (logits, scores, indices):
+    Qwen3-MoE, Qwen2-MoE and Mixtral share this interface in transformers 5."""
+    return [m for n, m in model.named_modules() if n.endswith(("mlp.gate", "block_sparse_moe.gate")) and hasattr(m, "top_k")]
+
+
+class RoutingHooks:
+    """Records or replays the experts of every MoE layer for one forward pass (routing replay).
+
+    `record`: after the pass, `experts()` is (b, w, layers, k), the top-k experts per token and layer.
+    `replay` (b, w, layers, k): each router returns those experts instead of its own top-k; the gate weights are
+    the current router's softmax over the replayed experts (renormalised when the model renormalises), so the
+    router still gets gradients. `agreement()` is the share of tokens whose own top-k set equals the replayed one.
+    """
+
+    def __init__(self, model, shape: tuple[int, int], replay: Tensor | None = None, token_mask: Tensor | None = None):
+        self.routers = moe_routers(model)
+        self.token_mask = None if token_mask is None else token_mask.reshape(-1).bool()
+        if not self.routers:
+            raise ValueError("routing replay: the policy has no top-k router modules (is it an MoE model?)")
+        self.shape, self.replay = shape, replay
+        self.recorded: list[Tensor] = []
+        self.agree, self.total = 0, 0
+        self.handles = []
+
+    def __enter__(self) -> RoutingHooks:
+        self.handles = [r.register_forward_hook(self._hook(i)) for i, r in enumerate(self.routers)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def _hook(self, layer: int):
+        def hook(module, args, out):
+            logits, _, own = out
+            if self.replay is None:
+                self.recorded.append(own.detach())
+                return None
+            chosen = self.replay[:, :, layer].reshape(-1, own.shape[-1]).to(own.device)  # (N, k)
+            same = (own.sort(-1).values == chosen.sort(-1).values).all(-1)  # (N,)
+            if self.token_mask is not None:
+                same = same[self.token_mask.to(same.device)]
+            self.agree, self.total = self.agree + int(same.sum()), self.total + same.numel()
+            probs = torch.softmax(logits.float(), dim=-1)
+            scores = probs.gather(-1, chosen)
+            if getattr(module, "norm_topk_prob", True):
+                scores = scores / scores.sum(-1, keepdim=True)
+            return logits, scores.to(logits.dtype), chosen
+
+        return hook
+
+    def experts(self) -> Tensor:
+        b, w = self.shape
+        return torch.stack([x.view(b, w, -1) for x in self.recorded], dim=2)  # (b, w, layers, k)
+
+    def agreement(self) -> float:
+        return self.agree / max(self.total, 1)
+
+
+@torch.no_grad()
+def logprobs_and_routing(model, input_ids: Tensor, attention_mask: Tensor, temperature: float,
+                         micro_batch_size: int) -> tuple[Tensor, Tensor]:
+    """The trainer's logprobs (B, L-1) and its routing (B, L, layers, k), in micro-batches, without gradients."""
+    from rl.logprobs import token_logprobs
+
+    B, L = input_ids.shape
+    logps = torch.zeros(B, L - 1)
+    experts = None
+    for s in range(0, B, micro_batch_size):
+        e = s + micro_batch_size
+        w = int(attention_mask[s:e].sum(1).max())
+        with RoutingHooks(model, (input_ids[s:e].shape[0], w)) as rec:
+            logps[s:e, : w - 1] = token_logprobs(model, input_ids[s:e, :w], attention_mask[s:e, :w], temperature).logps
+        got = rec.experts()
+        if experts is None:
+            experts = torch.zeros(B, L, got.shape[2], got.shape[3], dtype=torch.long)
+        experts[s:e, :w] = got
+    return logps, experts

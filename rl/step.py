@@ -15,7 +15,7 @@ from rl.config import AlgoConfig, MoeConfig
 from rl.kl import kl_penalty
 from rl.logprobs import token_logprobs
 from rl.losses import get_loss
-from rl.moe import router_counts, router_metrics, top_k_of
+from rl.moe import RoutingHooks, router_counts, router_metrics, top_k_of
 
 
 def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig, moe: MoeConfig | None = None, *,
@@ -29,14 +29,21 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
     loss_fn = get_loss(algo.loss)
     top_k = top_k_of(model)
     num_seqs, num_tokens = count_seqs(batch.mask), count_tokens(batch.mask)
-    sums = {"loss": 0.0, "clip": 0.0, "entropy": 0.0, "kl": 0.0, "aux": 0.0}
+    sums = {"loss": 0.0, "clip": 0.0, "entropy": 0.0, "kl": 0.0, "aux": 0.0, "agree": 0, "agree_n": 0}
     seen = {"logps": torch.zeros_like(batch.old_logps), "counts": None, "entropy": None, "tokens": 0}
     model.train()
     for start in range(0, len(batch), micro_batch_size):
         mb = batch.slice(start, start + micro_batch_size)
         mask = mb.mask
-        fwd = token_logprobs(model, mb.input_ids, mb.attention_mask, temperature, with_entropy=True,
-                             with_router=top_k is not None)
+        if mb.routed_experts is not None:  # routing replay: the forward uses the recorded experts
+            with RoutingHooks(model, tuple(mb.input_ids.shape), mb.routed_experts, mb.attention_mask) as replay:
+                fwd = token_logprobs(model, mb.input_ids, mb.attention_mask, temperature, with_entropy=True,
+                                     with_router=True)
+            sums["agree"] += replay.agree
+            sums["agree_n"] += replay.total
+        else:
+            fwd = token_logprobs(model, mb.input_ids, mb.attention_mask, temperature, with_entropy=True,
+                                 with_router=top_k is not None)
         logps = fwd.logps
         per_token, m = loss_fn(logps, mb.old_logps, mb.advantages, mask, clip_low=algo.clip_low,
                                clip_high=algo.clip_high, dual_clip=algo.dual_clip, is_weight=mb.is_weight)
@@ -76,6 +83,8 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
     }
     if moe.aux_loss_coef > 0:
         metrics["moe/aux_loss"] = sums["aux"]
+    if sums["agree_n"]:  # share of tokens whose router, left alone, would pick the replayed experts
+        metrics["moe/replay_agreement"] = sums["agree"] / sums["agree_n"]
     return metrics, seen
 
 

@@ -20,6 +20,7 @@ from rl.data.sampler import EpochSampler
 from rl.evaluate import heldout_accuracy, sampling_dict
 from rl.kl import kl_penalty
 from rl.logprobs import batched_logprobs
+from rl.moe import logprobs_and_routing
 from rl.outputs import MetricsLog, make_run_dir, write_summary
 from rl.parity import max_logprob_gap
 from rl.policy import save_checkpoint
@@ -102,7 +103,10 @@ def rl_step(s: Session, optimizer, scheduler, draw: Callable[[int], list[int]] |
 
     step_kwargs = dict(micro_batch_size=cfg.trainer.micro_batch_size, temperature=cfg.rollout.temperature,
                        grad_clip=cfg.trainer.grad_clip, max_new_tokens=cfg.rollout.max_new_tokens)
-    if algo.old_logprobs == "trainer":
+    if algo.old_logprobs == "trainer" and cfg.moe.routing_replay == "trainer":
+        batch.old_logps, batch.routed_experts = logprobs_and_routing(
+            s.policy, batch.input_ids, batch.attention_mask, cfg.rollout.temperature, cfg.trainer.micro_batch_size)
+    elif algo.old_logprobs == "trainer":
         batch.old_logps = batched_logprobs(s.policy, batch.input_ids, batch.attention_mask, cfg.rollout.temperature,
                                            cfg.trainer.micro_batch_size)
         if algo.tis_cap is not None:

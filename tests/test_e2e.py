@@ -97,13 +97,14 @@ def test_missing_model_path_fails_clearly(tmp_path):
 
 def test_every_objective_knob_at_once_trains_and_stays_in_sync(tmp_path):
     """GSPO, Dr. GRPO advantages, trainer old logprobs with TIS, 2 epochs x 2 mini-batches, DAPO dynamic
-    sampling and soft overlong penalty, KL in the reward, MoE aux loss and a frozen router: two real steps."""
+    sampling and soft overlong penalty, KL in the reward, MoE aux loss, a frozen router and routing replay:
+    two real steps."""
     run_dir = tmp_path / "run"
     knobs = ["algo.loss=gspo", "algo.clip_low=0.0003", "algo.clip_high=0.0004", "algo.advantage=dr_grpo",
              "algo.loss_agg=seq_mean_token_mean", "algo.old_logprobs=trainer", "algo.tis_cap=2.0", "algo.epochs=2",
              "algo.mini_batch_size=8", "algo.dynamic_sampling=true", "algo.dynamic_sampling_max_rounds=2",
              "algo.overlong=soft", "algo.overlong_buffer=8", "algo.kl_coef=0.01", "algo.kl_in_reward=true",
-             "moe.aux_loss_coef=0.01", "moe.freeze_router=true"]
+             "moe.aux_loss_coef=0.01", "moe.freeze_router=true", "moe.routing_replay=trainer"]
     cfg = load_config("configs/tiny.yaml", SMALL + knobs + ["trainer.steps=2", "run.eval_before=false",
                                                           "run.eval_after=false", f"run.dir={run_dir}"])
     summary = train(cfg)
@@ -117,6 +118,7 @@ def test_every_objective_knob_at_once_trains_and_stays_in_sync(tmp_path):
         assert len(m["data/indices"]) == 4 or (m["sampling/rounds"] == 3 and len(m["data/indices"]) < 4)
         assert not set(m["data/indices"]) & set(m["data/dropped_indices"])
         assert 0 <= m["moe/expert_load_cv"] and 1 <= m["moe/max_load_ratio"] <= 8 / 2
+        assert 0.5 < m["moe/replay_agreement"] <= 1.0  # the update replayed the old policy's routing
     assert summary["sync_max_abs_logprob_diff"] < PARITY_TOL
     # the frozen routers did not move, everything else did
     base = load_file(f"{cfg.model.path}/model.safetensors")

@@ -62,3 +62,39 @@ def test_freeze_router_on_a_dense_model_is_an_error():
     with pytest.raises(ValueError, match="no router parameters"):
         freeze_router(dense)
     assert top_k_of(dense) is None
+
+
+def test_routing_replay_of_own_routing_is_exact_and_forced_routing_changes_output():
+    from rl.logprobs import token_logprobs
+    from rl.moe import RoutingHooks, logprobs_and_routing
+
+    model = tiny_moe()
+    ids = torch.randint(0, 32, (3, 7))
+    attn = torch.ones_like(ids)
+    attn[2, 5:] = 0
+    logps, experts = logprobs_and_routing(model, ids, attn, 1.0, micro_batch_size=2)
+    assert experts.shape == (3, 7, 2, 2) and int(experts.max()) < 4
+    with RoutingHooks(model, (3, 7), experts, attn) as replay:
+        again = token_logprobs(model, ids, attn).logps
+    assert replay.agreement() == 1.0
+    keep = attn[:, 1:].bool()
+    assert torch.allclose(again[keep], logps[keep], atol=1e-5)
+
+    forced = torch.zeros_like(experts)
+    forced[..., 1] = 3  # every token to experts {0, 3}
+    with RoutingHooks(model, (3, 7), forced, attn) as replay:
+        out = token_logprobs(model, ids, attn).logps
+        out[keep].sum().backward()
+    assert replay.agreement() < 1.0
+    assert (out[keep] - logps[keep]).abs().max() > 1e-4
+    # the gates are the router's softmax over the replayed experts, so the router still learns
+    assert model.model.layers[0].mlp.gate.weight.grad.abs().sum() > 0
+
+
+def test_routing_replay_config_needs_trainer_old_logprobs():
+    from rl.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="routing_replay"):
+        load_config("configs/tiny.yaml", ["moe.routing_replay=trainer"])
+    cfg = load_config("configs/tiny.yaml", ["moe.routing_replay=trainer", "algo.old_logprobs=trainer"])
+    assert cfg.moe.routing_replay == "trainer"
