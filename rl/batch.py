@@ -27,6 +27,7 @@ class TrainBatch:
     sampler_logps: torch.Tensor | None = None  # (B, L-1) vLLM's logprobs of the sampled tokens, 0 elsewhere
     is_weight: torch.Tensor | None = None  # (B, L-1) truncated importance weight min(pi_trainer / pi_sampler, C)
     routed_experts: torch.Tensor | None = None  # (B, L, layers, k) experts to replay in the update (moe.routing_replay)
+    sampler_experts: torch.Tensor | None = None  # (B, L, layers, k) experts the engine routed each input position to
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -45,6 +46,7 @@ class TrainBatch:
             sampler_logps=_cols(self.sampler_logps, start, end, width),
             is_weight=_cols(self.is_weight, start, end, width),
             routed_experts=None if self.routed_experts is None else self.routed_experts[start:end, :width],
+            sampler_experts=None if self.sampler_experts is None else self.sampler_experts[start:end, :width],
         )
 
 
@@ -73,4 +75,16 @@ def build_batch(groups: list[RolloutGroup], advantages: torch.Tensor, valid: tor
         mask[i, p - 1 : p - 1 + r] = bool(flat_valid[i])
         lengths[i] = r
     return TrainBatch(input_ids, attention_mask, mask, old_logps, advantages.reshape(-1).float(), lengths,
-                      sampler_logps=old_logps.clone())
+                      sampler_logps=old_logps.clone(), sampler_experts=_sampler_experts(seqs, L))
+
+
+def _sampler_experts(seqs, L: int) -> torch.Tensor | None:
+    """(B, L, layers, k) long from each completion's captured routing (all fed positions; the last token is never
+    fed, so its row stays 0 and is never used); None unless every completion has it."""
+    routed = [c.routed_experts for _, c in seqs]
+    if any(r is None for r in routed):
+        return None
+    out = torch.zeros((len(seqs), L, *routed[0].shape[1:]), dtype=torch.long)
+    for i, r in enumerate(routed):
+        out[i, : r.shape[0]] = r.long()
+    return out

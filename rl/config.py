@@ -67,6 +67,9 @@ class RolloutConfig:
     """Skip graph capture / compilation; faster start for tiny models."""
     seed: int = 0
     """Seed of the engines' samplers."""
+    capture_routing: bool = True
+    """MoE policies: record the experts the engine routed every token to (hooks on the engine's routers), for
+    moe/routing_agreement and moe.routing_replay=vllm."""
 
 
 @dataclass
@@ -138,10 +141,10 @@ class MoeConfig:
     """Weight of the model's load-balancing loss (Switch-style) added to the policy loss; 0 disables it."""
     freeze_router: bool = False
     """Keep the routers' weights fixed during RL (their parameters get no gradient)."""
-    routing_replay: Literal["off", "trainer"] = "off"
-    """`trainer`: the update's forward passes use the experts the trainer's pre-update forward chose (needs
-    algo.old_logprobs=trainer, which records them), so every epoch and mini-batch trains the routing the old
-    policy used (GSPO's routing replay). Replaying vLLM's own routing is not available yet."""
+    routing_replay: Literal["off", "vllm", "trainer"] = "off"
+    """`vllm`: the trainer's forward passes use the experts the engine routed each sampled token to (rollout
+    routing replay; needs rollout.capture_routing). `trainer`: they use the experts the trainer's pre-update
+    forward chose (needs algo.old_logprobs=trainer, which records them; GSPO's routing replay)."""
 
 
 @dataclass
@@ -258,7 +261,11 @@ def validate(cfg: Config) -> Config:
         (0 < a.overlong_buffer <= cfg.rollout.max_new_tokens,
          "algo.overlong_buffer must be in 1..rollout.max_new_tokens"),
         (cfg.moe.aux_loss_coef >= 0, "moe.aux_loss_coef must be >= 0"),
-        (cfg.moe.routing_replay == "off" or a.old_logprobs == "trainer",
+        (cfg.moe.routing_replay != "vllm" or cfg.rollout.capture_routing,
+         "moe.routing_replay=vllm needs rollout.capture_routing=true"),
+        (cfg.moe.routing_replay != "vllm" or a.old_logprobs == "sampler",
+         "moe.routing_replay=vllm takes the ratio against the engine's logprobs: set algo.old_logprobs=sampler"),
+        (cfg.moe.routing_replay != "trainer" or a.old_logprobs == "trainer",
          "moe.routing_replay=trainer needs algo.old_logprobs=trainer (that forward records the routing)"),
         (cfg.rollout.n >= 2, "rollout.n must be >= 2 (GRPO needs a group)"),
         (cfg.rollout.num_engines >= 1, "rollout.num_engines must be >= 1"),

@@ -162,3 +162,19 @@ def logprobs_and_routing(model, input_ids: Tensor, attention_mask: Tensor, tempe
             experts = torch.zeros(B, L, got.shape[2], got.shape[3], dtype=torch.long)
         experts[s:e, :w] = got
     return logps, experts
+
+
+def sampler_agreement(router_logits: tuple[Tensor, ...], sampler_experts: Tensor, positions: Tensor, top_k: int) -> tuple[int, int]:
+    """(agreeing, total) (position, layer) pairs whose trainer top-k set equals the engine's.
+
+    router_logits: per layer (b * w, E) from the trainer's forward; sampler_experts (b, w, layers, k);
+    positions (b, w) bool, the input positions to compare.
+    """
+    b, w = positions.shape
+    agree = total = 0
+    for layer, logits in enumerate(router_logits):
+        own = logits.detach().topk(top_k, dim=-1).indices.view(b, w, top_k).sort(-1).values
+        theirs = sampler_experts[:, :, layer].sort(-1).values
+        same = (own == theirs).all(-1)[positions]
+        agree, total = agree + int(same.sum()), total + same.numel()
+    return agree, total

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from rl.config import Config
 from rl.data import PromptRow, apply_template, load_prompts
-from rl.moe import freeze_router
+from rl.moe import freeze_router, top_k_of
 from rl.policy import load_policy, load_tokenizer, resolve_model_path
 from rollout.pool import RolloutPool
 
@@ -66,6 +66,7 @@ class Session:
             model_path,
             num_engines=r.num_engines,
             engine_cpus=r.engine_cpus,
+            capture_routing_top_k=(top_k_of(policy) or 0) if policy is not None and r.capture_routing else 0,
             engine_kwargs={
                 "dtype": cfg.model.dtype, "seed": r.seed, "enforce_eager": r.enforce_eager,
                 "kv_cache_gib": r.kv_cache_gib, "gpu_memory_utilization": r.gpu_memory_utilization,

@@ -15,7 +15,7 @@ from rl.config import AlgoConfig, MoeConfig
 from rl.kl import kl_penalty
 from rl.logprobs import token_logprobs
 from rl.losses import get_loss
-from rl.moe import RoutingHooks, router_counts, router_metrics, top_k_of
+from rl.moe import RoutingHooks, router_counts, router_metrics, sampler_agreement, top_k_of
 
 
 def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig, moe: MoeConfig | None = None, *,
@@ -30,13 +30,15 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
     top_k = top_k_of(model)
     num_seqs, num_tokens = count_seqs(batch.mask), count_tokens(batch.mask)
     sums = {"loss": 0.0, "clip": 0.0, "entropy": 0.0, "kl": 0.0, "aux": 0.0, "agree": 0, "agree_n": 0}
-    seen = {"logps": torch.zeros_like(batch.old_logps), "counts": None, "entropy": None, "tokens": 0}
+    seen = {"logps": torch.zeros_like(batch.old_logps), "counts": None, "entropy": None, "tokens": 0,
+            "sampler_agree": 0, "sampler_agree_n": 0}
     model.train()
     for start in range(0, len(batch), micro_batch_size):
         mb = batch.slice(start, start + micro_batch_size)
         mask = mb.mask
         if mb.routed_experts is not None:  # routing replay: the forward uses the recorded experts
-            with RoutingHooks(model, tuple(mb.input_ids.shape), mb.routed_experts, mb.attention_mask) as replay:
+            positions = torch.nn.functional.pad(mask, (0, 1))  # inputs whose outputs score response tokens
+            with RoutingHooks(model, tuple(mb.input_ids.shape), mb.routed_experts, positions) as replay:
                 fwd = token_logprobs(model, mb.input_ids, mb.attention_mask, temperature, with_entropy=True,
                                      with_router=True)
             sums["agree"] += replay.agree
@@ -61,6 +63,12 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
         sums["clip"] += float(m["clip_frac"]) * int(mask.sum())
         sums["entropy"] += float(torch.where(mask, fwd.entropy, 0.0).sum())
         seen["logps"][start : start + len(mb), : logps.shape[1]] = logps.detach()
+        if fwd.router_logits and mb.sampler_experts is not None:
+            # input positions whose outputs score response tokens: the mask's columns, as (b, w)
+            positions = torch.nn.functional.pad(mask, (0, 1))
+            a, n = sampler_agreement(fwd.router_logits, mb.sampler_experts, positions, top_k)
+            seen["sampler_agree"] += a
+            seen["sampler_agree_n"] += n
         if fwd.router_logits:
             counts, ent = router_counts(fwd.router_logits, mb.attention_mask, top_k)
             seen["counts"] = counts if seen["counts"] is None else seen["counts"] + counts
@@ -96,7 +104,7 @@ def update(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig, moe
     all rows for a single step, the first mini-batch otherwise.
     """
     size = algo.mini_batch_size or len(batch)
-    steps, router, optimizer_s = [], None, 0.0
+    steps, router, optimizer_s, routing_agreement = [], None, 0.0, None
     before_rows = torch.zeros(len(batch), dtype=torch.bool)
     before_logps = torch.zeros_like(batch.old_logps)
     for epoch in range(algo.epochs):
@@ -106,6 +114,8 @@ def update(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig, moe
             steps.append(metrics)
             optimizer_s += seen["optimizer_s"]
             if epoch == 0 and start == 0:
+                if seen["sampler_agree_n"]:  # before any step: the trainer's routing against the engine's
+                    routing_agreement = seen["sampler_agree"] / seen["sampler_agree_n"]
                 before_rows[: len(mb)] = True
                 before_logps[: len(mb), : seen["logps"].shape[1]] = seen["logps"]
             if epoch == 0 and seen["counts"] is not None:
@@ -118,6 +128,8 @@ def update(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig, moe
     out["time/optimizer"] = optimizer_s
     if router is not None:
         out.update(router_metrics(router["counts"], router["entropy"], router["tokens"]))
+    if routing_agreement is not None:
+        out["moe/routing_agreement"] = routing_agreement
     return out, before_logps, before_rows
 
 

@@ -103,6 +103,10 @@ def rl_step(s: Session, optimizer, scheduler, draw: Callable[[int], list[int]] |
 
     step_kwargs = dict(micro_batch_size=cfg.trainer.micro_batch_size, temperature=cfg.rollout.temperature,
                        grad_clip=cfg.trainer.grad_clip, max_new_tokens=cfg.rollout.max_new_tokens)
+    if cfg.moe.routing_replay == "vllm":
+        if batch.sampler_experts is None:
+            raise RuntimeError("moe.routing_replay=vllm: the engines returned no routing for this batch")
+        batch.routed_experts = batch.sampler_experts
     if algo.old_logprobs == "trainer" and cfg.moe.routing_replay == "trainer":
         batch.old_logps, batch.routed_experts = logprobs_and_routing(
             s.policy, batch.input_ids, batch.attention_mask, cfg.rollout.temperature, cfg.trainer.micro_batch_size)

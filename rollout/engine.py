@@ -41,16 +41,26 @@ def sampling_params(n: int, temperature: float, top_p: float, max_new_tokens: in
     )
 
 
-def generate_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[int], params: Any) -> list[RolloutGroup]:
-    """One RolloutGroup per prompt, with `params.n` completions each."""
+def generate_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[int], params: Any,
+                    capture_routing: bool = False) -> list[RolloutGroup]:
+    """One RolloutGroup per prompt, with `params.n` completions each; with `capture_routing` (the engine has
+    `rollout.routing.install_capture`), each completion also carries the experts its tokens were routed to."""
     from vllm.inputs import TokensPrompt
 
+    from rollout.routing import parse_request_id, take_routing
+
     outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params, use_tqdm=False)
+    routing = {}
+    if capture_routing:
+        routing = {parse_request_id(k): v for k, v in llm.collective_rpc(take_routing)[0].items()}
     groups = []
     for idx, ids, out in zip(prompt_indices, prompt_ids, outputs):
         group = RolloutGroup(prompt_index=idx, prompt_ids=list(ids))
         for c in out.outputs:
             lps = [step[tok].logprob for step, tok in zip(c.logprobs, c.token_ids)]
-            group.completions.append(Completion(list(c.token_ids), c.text, lps, c.finish_reason or "length"))
+            experts = routing.get((out.request_id, c.index))
+            if experts is not None and experts.shape[0] != len(ids) + len(c.token_ids) - 1:
+                experts = None  # e.g. a preempted and recomputed request: its rows do not line up
+            group.completions.append(Completion(list(c.token_ids), c.text, lps, c.finish_reason or "length", experts))
         groups.append(group)
     return groups

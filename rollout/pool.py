@@ -11,9 +11,10 @@ from rollout.worker import RolloutWorker
 
 
 class RolloutPool:
-    def __init__(self, model_path: str, *, num_engines: int, engine_cpus: float, engine_kwargs: dict):
+    def __init__(self, model_path: str, *, num_engines: int, engine_cpus: float, engine_kwargs: dict,
+                 capture_routing_top_k: int = 0):
         self.workers = [
-            RolloutWorker.options(num_cpus=engine_cpus).remote(model_path, engine_kwargs, rank)
+            RolloutWorker.options(num_cpus=engine_cpus).remote(model_path, engine_kwargs, rank, capture_routing_top_k)
             for rank in range(num_engines)
         ]
         ray.get([w.node_id.remote() for w in self.workers])  # engines are up (or the error surfaces here)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 
 @dataclass
 class Completion:
@@ -13,6 +15,8 @@ class Completion:
     text: str
     logprobs: list[float]  # (T,) logprob of each generated token under the sampler
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    # (prompt_len + T - 1, layers, k) int16: the experts the engine routed every fed token to (MoE, capture on)
+    routed_experts: torch.Tensor | None = None
 
 
 @dataclass

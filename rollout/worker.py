@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import ray
 
 from rollout.engine import create_engine, generate_groups, sampling_params
+from rollout.routing import install_capture
 from rollout.types import RolloutGroup
 from rollout.weight_sync import PackedWeights, push_weights, unpack_tensors
+
+logger = logging.getLogger(__name__)
 
 
 @ray.remote
 class RolloutWorker:
-    def __init__(self, model_path: str, engine_kwargs: dict, rank: int):
+    def __init__(self, model_path: str, engine_kwargs: dict, rank: int, capture_routing_top_k: int = 0):
         self.rank = rank
         self.llm = create_engine(model_path, **engine_kwargs)
+        self.capture = capture_routing_top_k > 0
+        if self.capture and self.llm.collective_rpc(install_capture, args=(capture_routing_top_k,))[0] == 0:
+            logger.warning("rollout.capture_routing: no router modules found in the engine's model; capture is off")
+            self.capture = False
 
     def generate(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: dict) -> list[RolloutGroup]:
-        groups = generate_groups(self.llm, prompt_ids, prompt_indices, sampling_params(**sampling))
+        groups = generate_groups(self.llm, prompt_ids, prompt_indices, sampling_params(**sampling), self.capture)
         for g in groups:
             g.engine = self.rank
         return groups

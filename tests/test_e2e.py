@@ -64,6 +64,8 @@ def test_short_training_run_writes_everything(tmp_path):
         if m["reward/zero_std_frac"] < 1.0:  # some group has a nonzero advantage, so the policy gets a gradient
             assert m["grad_norm"] > 0
         assert m["rollout/logprob_abs_diff_max"] < PARITY_TOL
+        # the engine's captured routing matches the trainer's on the sampled tokens (same weights, fp32)
+        assert m["moe/routing_agreement"] > 0.99
         assert len(m["data/indices"]) == 4
         for key in ("loss/clip_frac", "loss/kl", "policy/entropy", "time/generate", "time/reward", "time/train", "time/sync"):
             assert key in m
@@ -126,3 +128,17 @@ def test_every_objective_knob_at_once_trains_and_stays_in_sync(tmp_path):
     routers = [k for k in base if k.endswith("mlp.gate.weight")]
     assert routers and all(torch.equal(base[k], final[k]) for k in routers)
     assert not torch.equal(base["lm_head.weight"], final["lm_head.weight"])
+
+
+def test_rollout_routing_replay_trains_on_the_engines_experts(tmp_path):
+    """moe.routing_replay=vllm: the update's forward uses the experts vLLM routed each token to."""
+    run_dir = tmp_path / "run"
+    cfg = load_config("configs/tiny.yaml", SMALL + ["moe.routing_replay=vllm", "trainer.steps=2", "trainer.lr=1e-3",
+                                                  "run.eval_before=false", "run.eval_after=false", f"run.dir={run_dir}"])
+    summary = train(cfg)
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for m in lines:
+        # replaying the engine's routing leaves the trainer's logprobs equal to the sampler's
+        assert m["rollout/logprob_abs_diff_max"] < PARITY_TOL
+        assert m["moe/replay_agreement"] > 0.99 and m["moe/routing_agreement"] > 0.99
+    assert summary["sync_max_abs_logprob_diff"] < PARITY_TOL

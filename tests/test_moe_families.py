@@ -55,3 +55,5 @@ def test_second_moe_family_trains_and_syncs(family, tmp_path):
     # and step 2's parity holds on an engine that received them
     assert all(m["grad_norm"] > 0 and m["moe/aux_loss"] > 0 for m in lines)
     assert lines[1]["moe/layer1/max_load_ratio"] >= 1.0 and "moe/router_entropy" in lines[1]
+    # the engine's routing was captured for this family too, and matches the trainer's
+    assert all(m["moe/routing_agreement"] > 0.99 for m in lines)

@@ -1,0 +1,99 @@
+"""Capturing the experts vLLM routed every token to, on engines without native support (vLLM CPU).
+
+vLLM 0.32 returns routed experts only with Model Runner V2, which needs Triton, so on CPU we hook the engine:
+- a wrapper on the model runner's `_prepare_inputs` records the step's batch layout: the request ids in batch
+  order and how many tokens each one has in this forward;
+- a forward hook on every MoE layer's gate (`*.mlp.gate`, `*.block_sparse_moe.gate`) takes its router logits (num_tokens, E), picks the
+  top-k experts as vLLM's router does (top-k of the softmax, i.e. of the logits), and files each request's rows.
+A request's rows concatenate, in order, to its routing at positions 0 .. prompt_len + generated - 2 (every
+token that was fed to the model; the last sampled token never is). Prefix caching must be off (it is).
+This reaches into vLLM internals of the pinned version; `tests/test_routing_capture.py` guards it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+ROUTER_NAMES = ("mlp.gate", "block_sparse_moe.gate")  # Qwen2/3-MoE, OLMoE, DeepSeek; Mixtral
+
+
+class RoutingCapture:
+    """Installed on one vLLM worker (through `collective_rpc`); `take()` returns and clears what it holds."""
+
+    def __init__(self, worker, top_k: int):
+        runner = worker.model_runner
+        self.runner, self.top_k = runner, top_k
+        self.layout: list[tuple[str, int]] | None = None
+        self.step: dict[int, torch.Tensor] = {}  # layer -> (N, k) of the current forward
+        self.rows: dict[str, list[torch.Tensor]] = defaultdict(list)  # request -> [(n, layers, k)] chunks
+        gates = [m for n, m in runner.model.named_modules() if n.endswith(ROUTER_NAMES)]
+        self.num_layers = len(gates)
+        self.handles = [g.register_forward_hook(self._hook(i)) for i, g in enumerate(gates)]
+        original = runner._prepare_inputs
+
+        def prepare_inputs(scheduler_output, num_scheduled_tokens, *args, **kwargs):
+            self._flush()
+            ids = runner.input_batch.req_ids[: len(num_scheduled_tokens)]
+            self.layout = list(zip(ids, (int(n) for n in num_scheduled_tokens)))
+            return original(scheduler_output, num_scheduled_tokens, *args, **kwargs)
+
+        runner._prepare_inputs = prepare_inputs
+        self._original = original
+
+    def _hook(self, layer: int):
+        def hook(module, args, out):
+            if self.layout is None:  # warm-up and profiling passes
+                return
+            logits = out[0] if isinstance(out, tuple) else out
+            self.step[layer] = logits.detach().topk(self.top_k, dim=-1).indices.to(torch.int16)  # (N, k)
+
+        return hook
+
+    def _flush(self) -> None:
+        """Files the last forward's routing under its requests: one split per forward, not per layer."""
+        counts = [n for _, n in self.layout or []]
+        if self.layout is not None and len(self.step) == self.num_layers and self.step[0].shape[0] >= sum(counts):
+            stacked = torch.stack([self.step[i][: sum(counts)] for i in range(self.num_layers)], dim=1).cpu()
+            for (req_id, _), chunk in zip(self.layout, torch.split(stacked, counts)):
+                self.rows[req_id].append(chunk)
+        self.step, self.layout = {}, None
+
+    def take(self) -> dict[str, torch.Tensor]:
+        """request id -> (tokens fed, layers, k) int16, for every request seen since the last call."""
+        self._flush()
+        out = {req_id: torch.cat(chunks) for req_id, chunks in self.rows.items()}
+        self.rows.clear()
+        return out
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.runner._prepare_inputs = self._original
+
+
+def install_capture(worker, top_k: int) -> int:
+    """collective_rpc target: hooks the worker's model; returns the number of MoE layers hooked (0: none found,
+    nothing installed, and the caller turns capture off)."""
+    capture = RoutingCapture(worker, top_k)
+    if capture.num_layers == 0:
+        capture.remove()
+        return 0
+    worker.purerl_routing = capture
+    return capture.num_layers
+
+
+def take_routing(worker) -> dict[str, torch.Tensor]:
+    """collective_rpc target: the routing captured since the last call, keyed by vLLM's (child) request id."""
+    return worker.purerl_routing.take()
+
+
+def parse_request_id(engine_id: str) -> tuple[str, int]:
+    """(request id as `LLM.generate` reports it, sample index) from the engine's id of one sample.
+
+    With n > 1 the engine runs one child per sample, `{index}_{parent}` (v1/engine/parallel_sampling.py), and
+    the engine's parent id is the external one plus `-{random suffix}`.
+    """
+    index, _, parent = engine_id.partition("_") if "_" in engine_id else ("0", "", engine_id)
+    return parent.rsplit("-", 1)[0], int(index)
