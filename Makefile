@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval test test-slow lint clean base-model bench bench-rewards
+.PHONY: install train eval test test-slow lint clean base-model bench bench-rewards routing-gap
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -52,6 +52,9 @@ test-slow: $(VENV)/.installed $(BASE_MODEL)/config.json
 
 bench: $(VENV)/.installed $(BASE_MODEL)/config.json .venv-bench/.installed
 	$(BIN)/python scripts/bench.py $(ARGS)
+
+routing-gap: $(VENV)/.installed $(BASE_MODEL)/config.json
+	$(BIN)/python scripts/routing_gap.py $(ARGS)
 
 bench-rewards: $(VENV)/.installed
 	$(BIN)/python scripts/bench_rewards.py --workers 2 $(ARGS)

@@ -142,7 +142,7 @@ class MoeConfig:
     freeze_router: bool = False
     """Keep the routers' weights fixed during RL (their parameters get no gradient)."""
     routing_replay: Literal["off", "vllm", "trainer"] = "off"
-    """`vllm`: the trainer's forward passes use the experts the engine routed each sampled token to (rollout
+    """`vllm` (or `true`): the trainer's forward passes use the experts the engine routed each sampled token to (rollout
     routing replay; needs rollout.capture_routing). `trainer`: they use the experts the trainer's pre-update
     forward chose (needs algo.old_logprobs=trainer, which records them; GSPO's routing replay)."""
 
@@ -306,6 +306,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
     raw = OmegaConf.to_container(merged, resolve=True)
+    moe = raw.get("moe")
+    if isinstance(moe, dict) and isinstance(moe.get("routing_replay"), bool):  # true/false read as vllm/off
+        moe["routing_replay"] = "vllm" if moe["routing_replay"] else "off"
     return validate(_build(Config, raw, ""))
 
 

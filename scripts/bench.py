@@ -58,7 +58,7 @@ def run_purerl(args, run_dir: Path) -> tuple[list[dict], object]:
         f"trainer.micro_batch_size={args.prompts * args.n}", f"trainer.steps={args.steps}", f"trainer.lr={args.lr}",
         f"algo.kl_coef={args.beta}", "run.eval_before=false", "run.eval_after=false", "run.save_checkpoint=false",
         f"run.dir={run_dir}",
-    ])
+    ] + args.set)
     train(cfg)
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()], cfg
 
@@ -121,6 +121,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--beta", type=float, default=0.001)
+    p.add_argument("--set", nargs="*", default=[], help="extra purerl overrides, e.g. rollout.capture_routing=false")
     p.add_argument("--bench-venv", default=".venv-bench")
     p.add_argument("--trl-timeout-s", type=int, default=900)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
@@ -152,6 +153,7 @@ def main() -> None:
     best_mode = min(trl_steps, key=trl_steps.get) if trl_steps else None
     result = {
         "machine": f"{os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "purerl_overrides": args.set,
         "work": {"prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new_tokens, "steps": args.steps,
                  "timed_steps": len(timed), "dtype": "float32", "beta": args.beta, "micro_batch": args.prompts * args.n},
         "purerl_step_s": purerl_step,

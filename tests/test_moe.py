@@ -98,3 +98,10 @@ def test_routing_replay_config_needs_trainer_old_logprobs():
         load_config("configs/tiny.yaml", ["moe.routing_replay=trainer"])
     cfg = load_config("configs/tiny.yaml", ["moe.routing_replay=trainer", "algo.old_logprobs=trainer"])
     assert cfg.moe.routing_replay == "trainer"
+
+
+def test_routing_replay_true_means_the_engines_routing():
+    from rl.config import load_config
+
+    assert load_config("configs/tiny.yaml", ["moe.routing_replay=true"]).moe.routing_replay == "vllm"
+    assert load_config("configs/tiny.yaml", ["moe.routing_replay=false"]).moe.routing_replay == "off"
