@@ -67,7 +67,9 @@ def collect(s: Session, draw: Callable[[int], list[int]]) -> tuple[list[RolloutG
         for k, v in more.items():
             info[k] += v
     info["sampling/rounds"] = rounds + 1
-    if not kept_groups:  # nothing carried signal: train on the last round (zero advantages)
+    if not kept_groups:  # nothing carried signal: train on the last round (zero advantages), not "dropped"
+        trained = {g.prompt_index for g in groups}
+        info["data/dropped_indices"] = [i for i in info["data/dropped_indices"] if i not in trained]
         return groups, scored, info
     return kept_groups, cat_scored(kept_scores), info
 
