@@ -33,7 +33,7 @@ $(BASE_MODEL)/config.json: rl/base_model.py rl/data/arithmetic.py | $(VENV)/.ins
 base-model: $(BASE_MODEL)/config.json
 
 train: $(VENV)/.installed $(BASE_MODEL)/config.json
-	$(BIN)/python -m rl.train --config $(CONFIG) $(if $(RUN_DIR),run.dir=$(RUN_DIR)) $(ARGS)
+	$(BIN)/python -m rl.train --config $(CONFIG) $(if $(RUN_DIR),run.dir=$(RUN_DIR)) $(if $(RESUME),run.resume=true) $(ARGS)
 
 eval: $(VENV)/.installed $(BASE_MODEL)/config.json
 	$(BIN)/python -m rl.evaluate --config $(CONFIG) $(if $(CKPT),--checkpoint $(CKPT)) $(ARGS)

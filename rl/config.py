@@ -181,6 +181,12 @@ class RunConfig:
     """Score the held-out set after training (summary.json final_accuracy)."""
     save_checkpoint: bool = True
     """Write the final policy as a Hugging Face folder in <dir>/checkpoint."""
+    save_every: int = 0
+    """Write a resumable checkpoint (policy, optimizer, LR schedule, RNG, data cursor) every N steps; 0: never."""
+    keep_last: int = 2
+    """How many resumable checkpoints to keep in <dir>/checkpoints."""
+    resume: bool = False
+    """Continue the run in `dir` from its last complete checkpoint (make train RUN_DIR=... RESUME=1)."""
 
 
 @dataclass
@@ -261,6 +267,8 @@ def validate(cfg: Config) -> Config:
         (0 < a.overlong_buffer <= cfg.rollout.max_new_tokens,
          "algo.overlong_buffer must be in 1..rollout.max_new_tokens"),
         (cfg.moe.aux_loss_coef >= 0, "moe.aux_loss_coef must be >= 0"),
+        (cfg.run.save_every >= 0 and cfg.run.keep_last >= 1, "run.save_every must be >= 0 and run.keep_last >= 1"),
+        (not cfg.run.resume or bool(cfg.run.dir), "run.resume needs run.dir (RUN_DIR=...) naming the run to continue"),
         (cfg.moe.routing_replay != "vllm" or cfg.rollout.capture_routing,
          "moe.routing_replay=vllm needs rollout.capture_routing=true"),
         (cfg.moe.routing_replay != "vllm" or a.old_logprobs == "sampler",

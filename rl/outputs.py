@@ -16,10 +16,11 @@ class RunDirError(ValueError):
 def make_run_dir(cfg: Config) -> Path:
     """Creates the run directory; one that already holds a run's metrics is refused, never appended to."""
     run_dir = Path(cfg.run.dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    if (run_dir / "metrics.jsonl").exists():
+    if (run_dir / "metrics.jsonl").exists() and not cfg.run.resume:
         raise RunDirError(f"run.dir {run_dir} already holds a run (metrics.jsonl); pick another RUN_DIR or remove it")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    if not cfg.run.resume:  # a resumed run keeps the config it started with
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
     return run_dir
 
 

@@ -45,8 +45,11 @@ class Session:
     reference: object | None = None
 
     @classmethod
-    def start(cls, cfg: Config, trainable: bool = True) -> Session:
+    def start(cls, cfg: Config, trainable: bool = True, weights: str | None = None) -> Session:
+        """`weights`: a checkpoint folder the policy and the engines start from (resume); the reference model
+        and the tokenizer always come from model.path."""
         model_path = resolve_model_path(cfg.model.path)
+        policy_path = weights or model_path
         train_rows = load_prompts(cfg.data.train, cfg.data.split) if trainable else []
         eval_rows = load_prompts(cfg.data.eval, cfg.data.split, limit=cfg.data.eval_size)
         tokenizer = load_tokenizer(model_path)
@@ -54,7 +57,7 @@ class Session:
         def encode(rows):
             return [tokenizer(apply_template(r.question, cfg.data.template))["input_ids"] for r in rows]
 
-        policy = load_policy(model_path, cfg.model.dtype) if trainable else None
+        policy = load_policy(policy_path, cfg.model.dtype) if trainable else None
         if policy is not None and cfg.moe.freeze_router:
             freeze_router(policy)
         reference = load_policy(model_path, cfg.model.dtype, trainable=False) if trainable and cfg.algo.kl_coef > 0 else None
@@ -63,7 +66,7 @@ class Session:
         init_ray(cfg)
         r = cfg.rollout
         pool = RolloutPool(
-            model_path,
+            policy_path,
             num_engines=r.num_engines,
             engine_cpus=r.engine_cpus,
             capture_routing_top_k=(top_k_of(policy) or 0) if policy is not None and r.capture_routing else 0,

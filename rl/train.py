@@ -6,14 +6,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from rl.advantages import get_advantage
 from rl.batch import build_batch
+from rl.checkpoint import complete_checkpoints, load_train_state, save_train_state
 from rl.config import Config, ConfigError, load_config
 from rl.dapo import apply_overlong, filter_uniform_groups
 from rl.data.sampler import EpochSampler
@@ -163,23 +166,37 @@ def train(cfg: Config) -> dict:
     torch.manual_seed(cfg.trainer.seed)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    s = Session.start(cfg)
+    resume_from = resume_point(run_dir) if cfg.run.resume else None
+    s = Session.start(cfg, weights=str(resume_from) if resume_from else None)
     summary: dict = {"run_dir": str(run_dir), "model": cfg.model.path}
-    if cfg.run.eval_before:
+    base_file = run_dir / "base_accuracy.json"
+    if resume_from is not None and base_file.exists():
+        summary["base_accuracy"] = json.loads(base_file.read_text())["base_accuracy"]
+    elif cfg.run.eval_before:
         summary["base_accuracy"] = heldout_accuracy(s.pool, s.eval_prompt_ids, s.eval_rows, cfg)
+        base_file.write_text(json.dumps({"base_accuracy": summary["base_accuracy"]}))
         print(f"held-out accuracy before training: {summary['base_accuracy']:.3f} ({len(s.eval_rows)} problems)", flush=True)
     t = cfg.trainer
     optimizer, scheduler = make_optimizer(s.policy, t.lr, t.betas, t.weight_decay, t.warmup_steps)
     sampler = EpochSampler(len(s.train_rows), cfg.data.seed)
+    first = 1
+    if resume_from is not None:
+        done = load_train_state(resume_from, optimizer, scheduler, sampler)
+        keep_metrics_through(run_dir / "metrics.jsonl", done)  # steps logged after the checkpoint are redone
+        first = done + 1
+        summary["resumed_from_step"] = done
+        print(f"resumed from {resume_from} (step {done})", flush=True)
     log = MetricsLog(run_dir, t.steps)
     gaps = []
-    for step in range(1, t.steps + 1):
+    for step in range(first, t.steps + 1):
         t_wall = time.perf_counter()
         metrics = {"step": step, **rl_step(s, optimizer, scheduler, sampler.next)}
         metrics["time/wall"] = time.perf_counter() - t_wall
         if step > 1:  # this step's forward pass ran on weights the engines received by the last sync
             gaps.append(metrics["rollout/logprob_abs_diff_max"])
         log.write(metrics)
+        if cfg.run.save_every and step % cfg.run.save_every == 0:
+            save_train_state(run_dir, step, s.policy, s.tokenizer, optimizer, scheduler, sampler, cfg.run.keep_last)
     if t.steps > 0:
         gaps.append(final_parity(s))
     summary["sync_max_abs_logprob_diff"] = max(gaps) if gaps else None
@@ -193,6 +210,21 @@ def train(cfg: Config) -> dict:
     s.close()
     print(f"done: {run_dir}/summary.json", flush=True)
     return summary
+
+
+def resume_point(run_dir: Path) -> Path:
+    """The last complete checkpoint of the run to continue; an error if there is none."""
+    found = complete_checkpoints(run_dir)
+    if not found:
+        raise ValueError(f"run.resume: {run_dir} has no complete checkpoint (set run.save_every to write them)")
+    return found[-1]
+
+
+def keep_metrics_through(path: Path, step: int) -> None:
+    """Drops metrics lines of steps after `step` (logged before a crash, redone after the resume)."""
+    if path.exists():
+        lines = [x for x in path.read_text().splitlines() if json.loads(x)["step"] <= step]
+        path.write_text("".join(x + "\n" for x in lines))
 
 
 def main(argv: list[str] | None = None) -> int:

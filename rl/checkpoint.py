@@ -1,0 +1,49 @@
+"""Resumable checkpoints: policy weights (a Hugging Face folder vLLM can load), optimizer, LR schedule, RNG
+states and the data cursor. Written under a temporary name and renamed, so a half-written one is never loaded.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import torch
+
+STATE = "train_state.pt"
+
+
+def save_train_state(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, sampler, keep_last: int) -> Path:
+    root = run_dir / "checkpoints"
+    out, tmp = root / f"step-{step:06d}", root / f"step-{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "python_rng": random.getstate()}, tmp / STATE)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    for old in complete_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old)
+    return out
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Finished checkpoints, oldest first (a `.tmp` folder is an interrupted write and never counts)."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.name.startswith("step-") and not p.name.endswith(".tmp")
+                  and (p / STATE).is_file())
+
+
+def load_train_state(path: Path, optimizer, scheduler, sampler) -> int:
+    """Restores everything but the weights (loaded from `path` as the policy); returns the checkpoint's step."""
+    state = torch.load(path / STATE, weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    sampler.load_state_dict(state["sampler"])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    return state["step"]
