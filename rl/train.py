@@ -77,12 +77,11 @@ def collect(s: Session, draw: Callable[[int], list[int]]) -> tuple[list[RolloutG
     return kept_groups, cat_scored(kept_scores), info
 
 
-def rl_step(s: Session, optimizer, scheduler, draw: Callable[[int], list[int]] | list[int]) -> dict[str, float]:
-    """One rollout batch, then algo.epochs x mini-batches of optimizer steps, then the weight sync."""
+def rl_step(s: Session, optimizer, scheduler, draw: Callable[[int], list[int]]) -> dict[str, float]:
+    """One rollout batch, then algo.epochs x mini-batches of optimizer steps, then the weight sync.
+
+    `draw(n)` gives the next n training-row positions (the data cursor)."""
     cfg, algo = s.cfg, s.cfg.algo
-    if isinstance(draw, list):  # fixed indices (tests, evaluation of a given set)
-        fixed = draw
-        draw = lambda n: fixed[:n]  # noqa: E731
     groups, scored, info = collect(s, draw)
 
     t = time.perf_counter()

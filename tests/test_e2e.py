@@ -29,7 +29,7 @@ def test_sync_parity_and_its_negative(tmp_path):
     s = Session.start(cfg)
     try:
         opt, sched = make_optimizer(s.policy, cfg.trainer.lr, cfg.trainer.betas, 0.0, 0)
-        rl_step(s, opt, sched, list(range(4)))  # generate, score, update, sync
+        rl_step(s, opt, sched, lambda n: list(range(n)))  # generate, score, update, sync
         prompts, idx = s.eval_prompt_ids[:4], [r.index for r in s.eval_rows[:4]]
         groups = s.pool.generate(prompts, idx, sampling_dict(cfg, 4))
         synced_gap = max_logprob_gap(s.policy, groups, cfg.rollout.temperature, s.tokenizer.pad_token_id)

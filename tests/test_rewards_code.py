@@ -182,9 +182,9 @@ def test_fork_bomb_is_bounded_and_leaves_nothing():
     assert procs_with(marker) == []
 
 
-def test_daemon_child_is_killed():
-    marker = f"daemon{secrets.token_hex(4)}"
-    prog = (
+def daemon_program(marker: str, result: str) -> str:
+    """`add` that leaves a detached grandchild (setsid + double fork) sleeping with `marker` in its argv."""
+    return (
         "import os, sys, time\n"
         "def add(a, b):\n"
         "    if os.fork() == 0:\n"
@@ -193,8 +193,13 @@ def test_daemon_child_is_killed():
         f"            os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', '{marker}'])\n"
         "        os._exit(0)\n"
         "    time.sleep(0.3)\n"
-        "    return a + b\n"
+        f"    return {result}\n"
     )
+
+
+def test_daemon_child_is_killed():
+    marker = f"daemon{secrets.token_hex(4)}"
+    prog = daemon_program(marker, "a + b")
     r = CODE(prog, CALL, **FAST)
     assert r.score == 1.0  # the program itself is right; what matters is what it leaves behind
     time.sleep(0.3)
@@ -397,17 +402,7 @@ def test_host_untouched_after_every_attack(monkeypatch, tmp_path):
         "    return found\n"
     )
     bomb = f"# {marker}\nimport os\ndef add(a, b):\n    while True:\n        try:\n            os.fork()\n        except OSError:\n            pass\n"
-    daemon = (
-        "import os, sys, time\n"
-        "def add(a, b):\n"
-        "    if os.fork() == 0:\n"
-        "        os.setsid()\n"
-        "        if os.fork() == 0:\n"
-        f"            os.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', '{marker}'])\n"
-        "        os._exit(0)\n"
-        "    time.sleep(0.3)\n"
-        "    return 0\n"
-    )
+    daemon = daemon_program(marker, "0")
     killer = "import os, signal\ndef add(a, b):\n    for pid in (-1, os.getppid(), 1):\n        try:\n            os.kill(pid, signal.SIGKILL)\n        except OSError:\n            pass\n    return 0\n"
     attacks = {
         "exit": (EXIT_EARLY, CHECK), "os_exit": (OS_EXIT_IN_CALL, CALL), "atexit": (ATEXIT_FORGE, CHECK),
