@@ -9,6 +9,9 @@ BASE_MODEL ?= models/tiny-moe-base
 RUN_DIR ?=
 RESUME ?=
 CKPT ?=
+RAY_PORT ?= 6379
+RAY_DASHBOARD_PORT ?= 8265
+RAY_CPUS ?=
 
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export TOKENIZERS_PARALLELISM ?= false
@@ -16,7 +19,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval test test-slow lint clean base-model bench bench-rewards routing-gap
+.PHONY: install train eval test test-slow lint clean base-model bench bench-rewards routing-gap ray-up ray-down submit
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -58,6 +61,23 @@ routing-gap: $(VENV)/.installed $(BASE_MODEL)/config.json
 
 bench-rewards: $(VENV)/.installed
 	$(BIN)/python scripts/bench_rewards.py --workers 2 $(ARGS)
+
+# A Ray head on this machine (add workers with `ray start --address=<head>:$(RAY_PORT)`). Jobs go to its
+# dashboard address; a run started in a shell with RAY_ADDRESS=<head>:$(RAY_PORT) joins the cluster directly.
+# The venv's bin comes first on the head's PATH, so a job's `python` is the project's.
+ray-up: $(VENV)/.installed
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ray start --head --port=$(RAY_PORT) --dashboard-host=127.0.0.1 --dashboard-port=$(RAY_DASHBOARD_PORT) \
+		$(if $(RAY_CPUS),--num-cpus=$(RAY_CPUS)) --disable-usage-stats
+	@echo "submit jobs with: RAY_ADDRESS=http://127.0.0.1:$(RAY_DASHBOARD_PORT) make submit"
+
+ray-down: $(VENV)/.installed
+	$(BIN)/ray stop
+
+# Sends `python -m rl.train` to the cluster at RAY_ADDRESS (its dashboard, http://<head>:8265) with this folder
+# as the job's working_dir; the cluster's nodes need the same Python environment (make install).
+submit: $(VENV)/.installed $(BASE_MODEL)/config.json
+	@test -n "$$RAY_ADDRESS" || { echo "make submit: set RAY_ADDRESS to the cluster's dashboard, e.g. http://127.0.0.1:8265" >&2; exit 2; }
+	$(BIN)/python scripts/submit.py --config $(CONFIG) -- $(if $(RUN_DIR),run.dir=$(RUN_DIR)) $(if $(RESUME),run.resume=true) $(ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check rl rewards rollout tests scripts

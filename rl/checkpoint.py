@@ -13,15 +13,17 @@ import torch
 STATE = "train_state.pt"
 
 
-def save_train_state(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, sampler, keep_last: int) -> Path:
+def save_train_state(run_dir: Path, step: int, trainer, tokenizer, cursor: dict, keep_last: int) -> Path:
+    """`trainer` writes the weights, optimizer, LR schedule and its ranks' RNG states; the driver adds the data
+    `cursor` (EpochSampler.state_dict) and its own RNG state, last, so the folder is complete once renamed."""
     root = run_dir / "checkpoints"
     out, tmp = root / f"step-{step:06d}", root / f"step-{step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    tmp.mkdir(parents=True)
+    trainer.save(tmp)
     tokenizer.save_pretrained(tmp)
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "sampler": sampler.state_dict(), "torch_rng": torch.get_rng_state(),
-                "python_rng": random.getstate()}, tmp / STATE)
+    torch.save({"step": step, "sampler": cursor, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()},
+               tmp / STATE)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     for old in complete_checkpoints(run_dir)[:-keep_last]:
@@ -38,11 +40,10 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
                   and (p / STATE).is_file())
 
 
-def load_train_state(path: Path, optimizer, scheduler, sampler) -> int:
+def load_train_state(path: Path, trainer, sampler) -> int:
     """Restores everything but the weights (loaded from `path` as the policy); returns the checkpoint's step."""
+    trainer.load_state(path)
     state = torch.load(path / STATE, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
     sampler.load_state_dict(state["sampler"])
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])

@@ -49,6 +49,12 @@ class RolloutConfig:
     """Number of Ray actors, each holding one vLLM engine."""
     engine_cpus: float = 1.0
     """CPUs reserved by each engine actor in Ray."""
+    engine_gpus: float = 0.0
+    """GPUs reserved by each engine actor (0 on CPU)."""
+    max_engine_restarts: int = 3
+    """How many times in a run a dead engine is started again (its unfinished prompts are sent again)."""
+    async_: bool = False
+    """Config key `rollout.async`: generate step k+1's groups while step k trains (one step off-policy)."""
     n: int = 8
     """Group size G: samples per prompt."""
     temperature: float = 1.0
@@ -169,6 +175,24 @@ class TrainerConfig:
     """torch threads of the trainer; 0 keeps torch's default."""
     seed: int = 0
     """Seed of torch in the trainer."""
+    ranks: int = 1
+    """Trainer ranks. 1 trains in the driver process; N > 1 runs N Ray actors in one torch.distributed group
+    (gloo on CPU, NCCL on GPU), each on its share of every mini-batch, gradients summed over the ranks."""
+    rank_cpus: float = 1.0
+    """CPUs reserved by each trainer rank actor (also its torch threads unless trainer.threads is set)."""
+    rank_gpus: float = 0.0
+    """GPUs reserved by each trainer rank actor."""
+
+
+@dataclass
+class ClusterConfig:
+    colocate: bool = False
+    """Engines and trainer ranks share placement bundles (engine i with rank i, half of the bundle each) instead of
+    each taking its own."""
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    """Ray placement strategy of the bundles; SPREAD puts engines and ranks on different nodes where it can."""
+    timeout_s: float = 120.0
+    """How long to wait for the placement, or for a restarted engine, before failing with what is missing."""
 
 
 @dataclass
@@ -198,6 +222,7 @@ class Config:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     moe: MoeConfig = field(default_factory=MoeConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -280,6 +305,15 @@ def validate(cfg: Config) -> Config:
         (cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),
         (cfg.rollout.temperature > 0, "rollout.temperature must be > 0"),
         (0 < cfg.rollout.top_p <= 1, "rollout.top_p must be in (0, 1]"),
+        (cfg.trainer.ranks >= 1, "trainer.ranks must be >= 1"),
+        ((a.mini_batch_size or cfg.trainer.prompts_per_step * cfg.rollout.n) >= cfg.trainer.ranks,
+         "every trainer rank needs rows: algo.mini_batch_size (or the whole batch) must be >= trainer.ranks"),
+        (cfg.rollout.engine_cpus > 0 and cfg.trainer.rank_cpus > 0, "rollout.engine_cpus and trainer.rank_cpus must be > 0"),
+        (cfg.rollout.engine_gpus >= 0 and cfg.trainer.rank_gpus >= 0, "rollout.engine_gpus and trainer.rank_gpus must be >= 0"),
+        (cfg.rollout.max_engine_restarts >= 0, "rollout.max_engine_restarts must be >= 0"),
+        (not cfg.cluster.colocate or cfg.trainer.ranks > 1,
+         "cluster.colocate needs trainer.ranks > 1 (a single rank trains in the driver process, outside the cluster)"),
+        (cfg.cluster.timeout_s > 0, "cluster.timeout_s must be > 0"),
         (cfg.trainer.prompts_per_step >= 1, "trainer.prompts_per_step must be >= 1"),
         (cfg.trainer.micro_batch_size >= 1, "trainer.micro_batch_size must be >= 1"),
         (cfg.trainer.lr > 0, "trainer.lr must be > 0"),
@@ -314,6 +348,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if overrides:
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
     raw = OmegaConf.to_container(merged, resolve=True)
+    rollout = raw.get("rollout")
+    if isinstance(rollout, dict) and "async" in rollout:  # `async` is a Python keyword: the field is async_
+        rollout["async_"] = rollout.pop("async")
     moe = raw.get("moe")
     if isinstance(moe, dict) and isinstance(moe.get("routing_replay"), bool):  # true/false read as vllm/off
         moe["routing_replay"] = "vllm" if moe["routing_replay"] else "off"

@@ -50,14 +50,17 @@ def load_tokenizer(path: str):
     return tok
 
 
-def save_checkpoint(model, tokenizer, out: Path) -> Path:
-    """Writes to a temporary folder and renames it, so a half-written checkpoint never has the final name."""
+def save_checkpoint(trainer, tokenizer, out: Path) -> Path:
+    """The policy as a Hugging Face folder. Written to a temporary folder and renamed, so a half-written
+    checkpoint never has the final name."""
+    import shutil
+
     tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    trainer.save(tmp, with_state=False)
     tokenizer.save_pretrained(tmp)
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
     tmp.rename(out)
     return out

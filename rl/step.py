@@ -12,6 +12,7 @@ import torch
 from rl.aggregation import aggregate, count_seqs, count_tokens
 from rl.batch import TrainBatch
 from rl.config import AlgoConfig, MoeConfig
+from rl.dist import all_reduce_grads_, all_reduce_sum_, shard_bounds, world
 from rl.kl import kl_penalty
 from rl.logprobs import token_logprobs
 from rl.losses import get_loss
@@ -22,6 +23,8 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
                 micro_batch_size: int, temperature: float, grad_clip: float, max_new_tokens: int) -> tuple[dict, dict]:
     """Accumulates gradients over micro-batches so the loss equals the full-batch loss, then steps once.
 
+    Under torch.distributed each rank runs its rows of `batch` (rl.dist.shard_bounds) with the batch's global
+    counts, gradients and metrics are summed over the ranks, and every rank returns the same values.
     Returns the step's metrics and what its forward passes saw before the step: `logps` (B, L-1) detached,
     and for an MoE policy the router `counts` (layers, E), `entropy` (layers,) and `tokens`.
     """
@@ -33,8 +36,9 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
     seen = {"logps": torch.zeros_like(batch.old_logps), "counts": None, "entropy": None, "tokens": 0,
             "sampler_agree": 0, "sampler_agree_n": 0}
     model.train()
-    for start in range(0, len(batch), micro_batch_size):
-        mb = batch.slice(start, start + micro_batch_size)
+    lo, hi = shard_bounds(len(batch), *world())
+    for start in range(lo, hi, micro_batch_size):
+        mb = batch.slice(start, min(start + micro_batch_size, hi))
         mask = mb.mask
         if mb.routed_experts is not None:  # routing replay: the forward uses the recorded experts
             positions = torch.nn.functional.pad(mask, (0, 1))  # inputs whose outputs score response tokens
@@ -74,8 +78,11 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
             seen["counts"] = counts if seen["counts"] is None else seen["counts"] + counts
             seen["entropy"] = ent if seen["entropy"] is None else seen["entropy"] + ent
             seen["tokens"] += int(mb.attention_mask.sum())
+    params = [p for p in model.parameters() if p.requires_grad]
+    if world()[1] > 1:
+        _reduce_over_ranks(sums, seen, params)
     t_opt = time.perf_counter()
-    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -94,6 +101,19 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
     if sums["agree_n"]:  # share of tokens whose router, left alone, would pick the replayed experts
         metrics["moe/replay_agreement"] = sums["agree"] / sums["agree_n"]
     return metrics, seen
+
+
+def _reduce_over_ranks(sums: dict, seen: dict, params: list) -> None:
+    """Sums the ranks' gradients, metric sums and what their forwards saw (each rank's rows are zeros elsewhere)."""
+    all_reduce_grads_(params)
+    scalars = ["tokens", "sampler_agree", "sampler_agree_n"]
+    packed = torch.tensor([sums[k] for k in sums] + [seen[k] for k in scalars], dtype=torch.float64)
+    tensors = [packed, seen["logps"]] + ([seen["counts"], seen["entropy"]] if seen["counts"] is not None else [])
+    all_reduce_sum_(*tensors)
+    for i, k in enumerate(sums):
+        sums[k] = float(packed[i])
+    for i, k in enumerate(scalars):
+        seen[k] = int(packed[len(sums) + i])
 
 
 def update(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig, moe: MoeConfig, **step_kwargs) -> tuple[dict, torch.Tensor, torch.Tensor]:

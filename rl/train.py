@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,37 +23,61 @@ from rl.dapo import apply_overlong, filter_uniform_groups
 from rl.data.sampler import EpochSampler
 from rl.evaluate import heldout_accuracy, sampling_dict
 from rl.kl import kl_penalty
-from rl.logprobs import batched_logprobs
-from rl.moe import logprobs_and_routing
 from rl.outputs import MetricsLog, make_run_dir, write_summary
-from rl.parity import max_logprob_gap
+from rl.placement import PlacementError
 from rl.policy import save_checkpoint
 from rl.scoring import ScoredGroups, cat_scored, reward_metrics, score_groups
 from rl.session import Session
-from rl.step import make_optimizer, mismatch_metrics, truncated_is_weight, update
+from rl.step import mismatch_metrics, truncated_is_weight
+from rollout.pool import EngineLost, Pending
 from rollout.types import RolloutGroup
-from rollout.weight_sync import checkpoint_tensors
 
 
-def generate_and_score(s: Session, indices: list[int]) -> tuple[list[RolloutGroup], ScoredGroups, dict]:
-    """Rollout groups for the training rows at `indices`, and their rewards."""
+@dataclass
+class Prefetch:
+    """rollout.async: the next step's first round, submitted before this step trains (one step off-policy)."""
+
+    indices: list[int]
+    pending: Pending
+    cursor: dict  # the data cursor before these indices were drawn: what a checkpoint taken meanwhile records
+    groups: list[RolloutGroup] | None = None
+    wait_s: float = 0.0
+
+
+def launch(s: Session, draw: Callable[[int], list[int]], cursor: dict) -> Prefetch:
+    indices = draw(s.cfg.trainer.prompts_per_step)
+    return Prefetch(indices, submit(s, indices), cursor)
+
+
+def submit(s: Session, indices: list[int]) -> Pending:
+    return s.pool.submit([s.train_prompt_ids[i] for i in indices], [s.train_rows[i].index for i in indices],
+                         sampling_dict(s.cfg, s.cfg.rollout.n))
+
+
+def generate_and_score(s: Session, indices: list[int], prefetched: Prefetch | None = None,
+                       ) -> tuple[list[RolloutGroup], ScoredGroups, dict]:
+    """Rollout groups for the training rows at `indices` (or the prefetched ones), and their rewards."""
     cfg, times = s.cfg, {}
     t = time.perf_counter()
-    groups = s.pool.generate([s.train_prompt_ids[i] for i in indices], [s.train_rows[i].index for i in indices],
-                             sampling_dict(cfg, cfg.rollout.n))
-    times["time/generate"] = time.perf_counter() - t
+    if prefetched is None:
+        groups = s.pool.wait(submit(s, indices))
+        times["time/generate"] = time.perf_counter() - t
+    else:  # generated while the last step trained; only the wait for it counts
+        indices, groups = prefetched.indices, prefetched.groups
+        times["time/generate"] = prefetched.wait_s
     t = time.perf_counter()
     scored = score_groups(groups, {r.index: r for r in (s.train_rows[i] for i in indices)}, cfg.reward)
     times["time/reward"] = time.perf_counter() - t
     return groups, scored, times
 
 
-def collect(s: Session, draw: Callable[[int], list[int]]) -> tuple[list[RolloutGroup], ScoredGroups, dict]:
+def collect(s: Session, draw: Callable[[int], list[int]], prefetched: Prefetch | None = None,
+            ) -> tuple[list[RolloutGroup], ScoredGroups, dict]:
     """One step's rollout groups. With algo.dynamic_sampling, groups with all-equal rewards are dropped and
     more prompts drawn until trainer.prompts_per_step groups are kept or the round cap is hit (DAPO).
     """
     want, algo = s.cfg.trainer.prompts_per_step, s.cfg.algo
-    groups, scored, times = generate_and_score(s, draw(want))
+    groups, scored, times = generate_and_score(s, [] if prefetched else draw(want), prefetched)
     info = {**times, "data/dropped_indices": []}
     if not algo.dynamic_sampling:
         return groups, scored, info
@@ -77,12 +102,18 @@ def collect(s: Session, draw: Callable[[int], list[int]]) -> tuple[list[RolloutG
     return kept_groups, cat_scored(kept_scores), info
 
 
-def rl_step(s: Session, optimizer, scheduler, draw: Callable[[int], list[int]]) -> dict[str, float]:
+def rl_step(s: Session, draw: Callable[[int], list[int]], prefetched: Prefetch | None = None,
+            prefetch_next: Callable[[], Prefetch] | None = None) -> tuple[dict, Prefetch | None]:
     """One rollout batch, then algo.epochs x mini-batches of optimizer steps, then the weight sync.
 
-    `draw(n)` gives the next n training-row positions (the data cursor)."""
-    cfg, algo = s.cfg, s.cfg.algo
-    groups, scored, info = collect(s, draw)
+    `draw(n)` gives the next n training-row positions (the data cursor). rollout.async: `prefetched` holds this
+    step's first round, generated during the last step; `prefetch_next()` submits the next step's before this
+    one trains, and the returned Prefetch carries it to the next call.
+    """
+    cfg, algo, trainer = s.cfg, s.cfg.algo, s.trainer
+    groups, scored, info = collect(s, draw, prefetched)
+    info["rollout/staleness"] = 1 if prefetched is not None else 0  # optimizer steps between sampling and training
+    upcoming = prefetch_next() if prefetch_next is not None else None
 
     t = time.perf_counter()
     P, G = scored.total.shape
@@ -94,10 +125,9 @@ def rl_step(s: Session, optimizer, scheduler, draw: Callable[[int], list[int]]) 
                                     penalty=algo.overlong_penalty)
     batch.mask &= valid.reshape(-1, 1)
     extra = {}
-    if s.reference is not None:
+    if algo.kl_coef > 0:
         t_ref = time.perf_counter()
-        batch.ref_logps = batched_logprobs(s.reference, batch.input_ids, batch.attention_mask,
-                                           cfg.rollout.temperature, cfg.trainer.micro_batch_size)
+        batch.ref_logps, _ = trainer.logprobs(batch.input_ids, batch.attention_mask, "reference")
         extra["time/reference"] = time.perf_counter() - t_ref
         if algo.kl_in_reward:  # log pi from the sampler: the policy the tokens came from
             seq_kl = torch.where(batch.mask, kl_penalty(batch.sampler_logps, batch.ref_logps, algo.kl_estimator), 0.0).sum(-1)
@@ -105,29 +135,37 @@ def rl_step(s: Session, optimizer, scheduler, draw: Callable[[int], list[int]]) 
             extra["reward/kl_penalty"] = float(algo.kl_coef * seq_kl[batch.mask.any(-1)].mean()) if batch.mask.any() else 0.0
     batch.advantages = get_advantage(algo.advantage)(rewards, valid).reshape(-1).float()
 
-    step_kwargs = dict(micro_batch_size=cfg.trainer.micro_batch_size, temperature=cfg.rollout.temperature,
-                       grad_clip=cfg.trainer.grad_clip, max_new_tokens=cfg.rollout.max_new_tokens)
     if cfg.moe.routing_replay == "vllm":
         if batch.sampler_experts is None:
             raise RuntimeError("moe.routing_replay=vllm: the engines returned no routing for this batch")
         batch.routed_experts = batch.sampler_experts
-    if algo.old_logprobs == "trainer" and cfg.moe.routing_replay == "trainer":
-        batch.old_logps, batch.routed_experts = logprobs_and_routing(
-            s.policy, batch.input_ids, batch.attention_mask, cfg.rollout.temperature, cfg.trainer.micro_batch_size)
-    elif algo.old_logprobs == "trainer":
-        batch.old_logps = batched_logprobs(s.policy, batch.input_ids, batch.attention_mask, cfg.rollout.temperature,
-                                           cfg.trainer.micro_batch_size)
-        if algo.tis_cap is not None:
+    if algo.old_logprobs == "trainer":
+        replay_trainer = cfg.moe.routing_replay == "trainer"
+        batch.old_logps, routing = trainer.logprobs(batch.input_ids, batch.attention_mask, "policy", replay_trainer)
+        if replay_trainer:
+            batch.routed_experts = routing
+        elif algo.tis_cap is not None:
             batch.is_weight = truncated_is_weight(batch.old_logps, batch.sampler_logps, batch.mask, algo.tis_cap)
-    train_metrics, before_logps, before_rows = update(s.policy, optimizer, scheduler, batch, algo, s.cfg.moe, **step_kwargs)
+    train_metrics, before_logps, before_rows = trainer.update(batch)
     if algo.old_logprobs == "trainer":  # the recomputed logprobs cover every row, before any step
         before_logps, before_rows = batch.old_logps, torch.ones(len(batch), dtype=torch.bool)
     gap = mismatch_metrics(before_logps, batch.sampler_logps, batch.mask & before_rows[:, None])
     info["time/train"] = time.perf_counter() - t
 
+    if upcoming is not None:  # the engines finish the next round before they can load new weights
+        t = time.perf_counter()
+        try:
+            upcoming.groups = s.pool.wait(upcoming.pending)
+        except EngineLost as e:
+            e.cursor = upcoming.cursor  # this step did train; the next one's prompts were not consumed
+            raise
+        upcoming.wait_s = time.perf_counter() - t
     t = time.perf_counter()
-    s.pool.update_weights(checkpoint_tensors(s.policy))
+    engine_s = s.pool.update_weights(trainer.weights())
     info["time/sync"] = time.perf_counter() - t
+    info["sync/engine_load_s"] = engine_s  # the slowest engine's in-place load, inside time/sync
+    info["sync/bytes"] = trainer.weight_bytes() * len(s.pool.live())  # moved from the trainer to the engines
+    info["sync/gb_per_s"] = info["sync/bytes"] / max(info["time/sync"], 1e-9) / 1e9
 
     lens = batch.response_lengths.float()
     n_tokens = int(lens.sum())
@@ -144,29 +182,35 @@ def rl_step(s: Session, optimizer, scheduler, draw: Callable[[int], list[int]]) 
         "rollout/tokens": n_tokens,
         "train/tokens": int(batch.attention_mask.sum()),
         "rollout/tokens_per_s": n_tokens / max(info["time/generate"], 1e-9),
+        "rollout/engine_restarts": s.pool.restarts,
         **times,
         "time/step": sum(times.values()),
         "data/indices": [g.prompt_index for g in groups],
         **{k: v for k, v in info.items() if not k.startswith("time/")},
-    }
+    }, upcoming
 
 
 def final_parity(s: Session) -> float:
     """After the last sync: sample a few groups and compare the engine's logprobs with the trainer's."""
     k = min(4, len(s.eval_rows))
     groups = s.pool.generate(s.eval_prompt_ids[:k], [r.index for r in s.eval_rows[:k]], sampling_dict(s.cfg, s.cfg.rollout.n))
-    return max_logprob_gap(s.policy, groups, s.cfg.rollout.temperature, s.tokenizer.pad_token_id)
+    return s.trainer.sync_gap(groups, s.tokenizer.pad_token_id)
 
 
 def train(cfg: Config) -> dict:
     start = time.time()
     run_dir = make_run_dir(cfg)
     print(f"run dir: {run_dir}", flush=True)
-    torch.manual_seed(cfg.trainer.seed)
-    if cfg.trainer.threads:
-        torch.set_num_threads(cfg.trainer.threads)
     resume_from = resume_point(run_dir) if cfg.run.resume else None
     s = Session.start(cfg, weights=str(resume_from) if resume_from else None)
+    try:
+        return _train(s, run_dir, resume_from, start)
+    finally:
+        s.close()
+
+
+def _train(s: Session, run_dir: Path, resume_from: Path | None, start: float) -> dict:
+    cfg = s.cfg
     summary: dict = {"run_dir": str(run_dir), "model": cfg.model.path}
     base_file = run_dir / "base_accuracy.json"
     if resume_from is not None and base_file.exists():
@@ -176,26 +220,39 @@ def train(cfg: Config) -> dict:
         base_file.write_text(json.dumps({"base_accuracy": summary["base_accuracy"]}))
         print(f"held-out accuracy before training: {summary['base_accuracy']:.3f} ({len(s.eval_rows)} problems)", flush=True)
     t = cfg.trainer
-    optimizer, scheduler = make_optimizer(s.policy, t.lr, t.betas, t.weight_decay, t.warmup_steps)
     sampler = EpochSampler(len(s.train_rows), cfg.data.seed)
     first = 1
     if resume_from is not None:
-        done = load_train_state(resume_from, optimizer, scheduler, sampler)
+        done = load_train_state(resume_from, s.trainer, sampler)
         keep_metrics_through(run_dir / "metrics.jsonl", done)  # steps logged after the checkpoint are redone
         first = done + 1
         summary["resumed_from_step"] = done
         print(f"resumed from {resume_from} (step {done})", flush=True)
     log = MetricsLog(run_dir, t.steps)
-    gaps = []
+    gaps, prefetched = [], None
     for step in range(first, t.steps + 1):
         t_wall = time.perf_counter()
-        metrics = {"step": step, **rl_step(s, optimizer, scheduler, sampler.next)}
+        cursor = sampler.state_dict()
+        ahead = None
+        if cfg.rollout.async_ and step < t.steps:
+            def ahead():
+                return launch(s, sampler.next, sampler.state_dict())
+        try:
+            out, prefetched = rl_step(s, sampler.next, prefetched, ahead)
+        except EngineLost as e:  # e.cursor: this step trained before the engines were lost
+            done = step if getattr(e, "cursor", None) else step - 1
+            ckpt = save_train_state(run_dir, done, s.trainer, s.tokenizer, getattr(e, "cursor", None) or cursor,
+                                    cfg.run.keep_last)
+            raise EngineLost(f"{e}. Checkpoint of step {done}: {ckpt}; continue with RESUME=1 once the cluster "
+                             f"can hold the engines") from e
+        metrics = {"step": step, **out}
         metrics["time/wall"] = time.perf_counter() - t_wall
-        if step > 1:  # this step's forward pass ran on weights the engines received by the last sync
+        if step > 1 and metrics["rollout/staleness"] == 0:  # the forward ran on the weights the engines received
             gaps.append(metrics["rollout/logprob_abs_diff_max"])
         log.write(metrics)
         if cfg.run.save_every and step % cfg.run.save_every == 0:
-            save_train_state(run_dir, step, s.policy, s.tokenizer, optimizer, scheduler, sampler, cfg.run.keep_last)
+            cursor = prefetched.cursor if prefetched is not None else sampler.state_dict()
+            save_train_state(run_dir, step, s.trainer, s.tokenizer, cursor, cfg.run.keep_last)
     if t.steps > 0:
         gaps.append(final_parity(s))
     summary["sync_max_abs_logprob_diff"] = max(gaps) if gaps else None
@@ -203,10 +260,9 @@ def train(cfg: Config) -> dict:
         summary["final_accuracy"] = heldout_accuracy(s.pool, s.eval_prompt_ids, s.eval_rows, cfg)
         print(f"held-out accuracy after training: {summary['final_accuracy']:.3f}", flush=True)
     if cfg.run.save_checkpoint:
-        summary["checkpoint"] = str(save_checkpoint(s.policy, s.tokenizer, run_dir / "checkpoint"))
+        summary["checkpoint"] = str(save_checkpoint(s.trainer, s.tokenizer, run_dir / "checkpoint"))
     summary.update(steps=t.steps, eval_problems=len(s.eval_rows), wall_seconds=round(time.time() - start, 1))
     write_summary(run_dir, summary)
-    s.close()
     print(f"done: {run_dir}/summary.json", flush=True)
     return summary
 
@@ -241,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # ModelPathError, DatasetError, registry errors: the message names what is wrong
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (PlacementError, EngineLost) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -1,42 +1,148 @@
-"""A pool of rollout actors: splits prompts over engines, gathers groups in order, broadcasts weights."""
+"""A pool of rollout actors: splits prompts over engines, gathers groups in order, broadcasts weights, and
+replaces an engine that dies.
+
+An engine that dies mid-call is started again in its placement bundle from the last weights the pool sent, and
+its unfinished shard is sent again; groups come back in prompt order, so a step sees every prompt exactly once.
+If no engine can be started within `restart_timeout_s` (its node is gone and nothing else can hold it), the
+shard goes to the surviving engines; when none survive, `EngineLost` says so.
+"""
 
 from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
 
 import ray
 import torch
 
 from rollout.types import RolloutGroup
-from rollout.weight_sync import pack_tensors
+from rollout.weight_sync import PackedWeights, pack_tensors
 from rollout.worker import RolloutWorker
+
+logger = logging.getLogger(__name__)
+
+
+class EngineLost(RuntimeError):
+    """Every rollout engine died and none could be started again."""
+
+
+@dataclass
+class Pending:
+    """A generation call in flight (rollout.async): collect it with `RolloutPool.wait`."""
+
+    shards: list[tuple[int, list[list[int]], list[int]]]  # (engine slot, prompt ids, prompt indices)
+    futures: list[ray.ObjectRef]
+    sampling: dict
 
 
 class RolloutPool:
-    def __init__(self, model_path: str, *, num_engines: int, engine_cpus: float, engine_kwargs: dict,
-                 capture_routing_top_k: int = 0):
-        self.workers = [
-            RolloutWorker.options(num_cpus=engine_cpus).remote(model_path, engine_kwargs, rank, capture_routing_top_k)
-            for rank in range(num_engines)
-        ]
-        ray.get([w.node_id.remote() for w in self.workers])  # engines are up (or the error surfaces here)
+    def __init__(self, model_path: str, *, engine_kwargs: dict, actor_options: list[dict],
+                 capture_routing_top_k: int = 0, max_restarts: int = 3, restart_timeout_s: float = 120.0):
+        """`actor_options`: Ray options per engine (resources and placement bundle, rl.placement)."""
+        self.args = (model_path, engine_kwargs)
+        self.capture_routing_top_k = capture_routing_top_k
+        self.options = list(actor_options)
+        self.max_restarts, self.restart_timeout_s = max_restarts, restart_timeout_s
+        self.restarts = 0
+        self.deaths: list[tuple[str, int]] = []  # (the call that found it dead, engine slot)
+        self.weights: ray.ObjectRef | None = None  # the last weights sent: a restarted engine loads them
+        self.workers: list = [self._start(rank) for rank in range(len(self.options))]
+        self.node_ids = ray.get([w.node_id.remote() for w in self.workers])  # engines are up (or the error surfaces)
+
+    def _start(self, rank: int):
+        return RolloutWorker.options(**self.options[rank]).remote(*self.args, rank, self.capture_routing_top_k)
+
+    def live(self) -> list[int]:
+        return [i for i, w in enumerate(self.workers) if w is not None]
+
+    def submit(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: dict) -> Pending:
+        """Deals prompts to the live engines in contiguous shards and starts generating; returns at once."""
+        slots = self.live()
+        if not slots:
+            raise EngineLost("no rollout engine is alive")
+        k = len(slots)
+        bounds = [round(i * len(prompt_ids) / k) for i in range(k + 1)]
+        shards = [(slot, prompt_ids[a:b], prompt_indices[a:b]) for slot, a, b in zip(slots, bounds[:-1], bounds[1:]) if b > a]
+        futures = [self.workers[slot].generate.remote(ids, idx, sampling) for slot, ids, idx in shards]
+        return Pending(shards, futures, sampling)
+
+    def wait(self, pending: Pending) -> list[RolloutGroup]:
+        """The groups of a submitted call, in prompt order; a shard whose engine died is generated again."""
+        out = []
+        for (slot, ids, idx), future in zip(pending.shards, pending.futures):
+            while True:
+                try:
+                    out += ray.get(future)
+                    break
+                except ray.exceptions.RayActorError as e:
+                    slot = self._replace(slot, e, "generate")
+                    future = self.workers[slot].generate.remote(ids, idx, pending.sampling)
+        return out
 
     def generate(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: dict) -> list[RolloutGroup]:
-        """One group per prompt, in the order given; prompts are dealt to engines in contiguous shards."""
-        k = len(self.workers)
-        bounds = [round(i * len(prompt_ids) / k) for i in range(k + 1)]
-        futures = [
-            w.generate.remote(prompt_ids[a:b], prompt_indices[a:b], sampling)
-            for w, a, b in zip(self.workers, bounds[:-1], bounds[1:])
-            if b > a
-        ]
-        return [g for shard in ray.get(futures) for g in shard]
+        """One group per prompt, in the order given."""
+        return self.wait(self.submit(prompt_ids, prompt_indices, sampling))
 
-    def update_weights(self, items: list[tuple[str, torch.Tensor]]) -> float:
-        """Puts the weights in the object store once, packed into one buffer per dtype; every engine loads
-        them in place. Returns the longest time an engine spent loading."""
-        ref = ray.put(pack_tensors(items))
-        return max(ray.get([w.update_weights.remote(ref) for w in self.workers]))
+    def _replace(self, slot: int, error: Exception, during: str) -> int:
+        """Starts engine `slot` again with the last weights and returns it; if that fails, drops it and returns a
+        surviving engine's slot. Raises EngineLost when none is left."""
+        logger.warning("rollout engine %d died during %s (%s); starting it again", slot, during, type(error).__name__)
+        self.deaths.append((during, slot))
+        self.workers[slot] = None
+        if self.restarts < self.max_restarts:
+            self.restarts += 1
+            worker = self._restart(slot)
+            if worker is not None:
+                self.workers[slot] = worker
+                return slot
+            logger.warning("rollout engine %d could not be started again within %g s; using the others", slot,
+                           self.restart_timeout_s)
+        live = self.live()
+        if not live:
+            raise EngineLost(f"every rollout engine died and none could be started again "
+                             f"({self.restarts} restart(s), cap rollout.max_engine_restarts={self.max_restarts})")
+        return live[slot % len(live)]
+
+    def _restart(self, slot: int):
+        """A new engine in slot's bundle holding the last weights, or None after restart_timeout_s. A node that
+        just died may not be marked dead yet, so an engine placed there dies too; then it is tried again."""
+        deadline = time.monotonic() + self.restart_timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            worker = self._start(slot)
+            try:
+                ray.get(worker.node_id.remote(), timeout=left)
+                if self.weights is not None:
+                    ray.get(worker.update_weights.remote(self.weights), timeout=max(deadline - time.monotonic(), 1))
+                return worker
+            except ray.exceptions.GetTimeoutError:
+                ray.kill(worker)
+                return None
+            except ray.exceptions.RayActorError as e:
+                ray.kill(worker)
+                logger.warning("restarted rollout engine %d died too (%s); trying again", slot, type(e).__name__)
+                time.sleep(1.0)
+        return None
+
+    def update_weights(self, weights: PackedWeights | list[tuple[str, torch.Tensor]] | ray.ObjectRef) -> float:
+        """Puts the weights in the object store once (packed into one buffer per dtype) unless they are there
+        already; every engine loads them in place. Returns the longest time an engine spent loading."""
+        if isinstance(weights, list):
+            weights = pack_tensors(weights)
+        self.weights = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights)
+        seconds, futures = [], {slot: self.workers[slot].update_weights.remote(self.weights) for slot in self.live()}
+        for slot, future in futures.items():
+            try:
+                seconds.append(ray.get(future))
+            except ray.exceptions.RayActorError as e:
+                try:
+                    self._replace(slot, e, "update_weights")  # a restarted engine loads self.weights as it starts
+                except EngineLost:
+                    pass  # the next generation call reports it, before any training on missing data
+        return max(seconds, default=0.0)
 
     def shutdown(self) -> None:
         for w in self.workers:
-            ray.kill(w)
+            if w is not None:
+                ray.kill(w)
         self.workers = []

@@ -49,7 +49,7 @@ def active_matmul_params(model) -> int:
     return int(total)
 
 
-def run_purerl(args, run_dir: Path) -> tuple[list[dict], object]:
+def run_purerl(args, run_dir: Path, extra: tuple[str, ...] = ()) -> tuple[list[dict], object]:
     from rl.config import load_config
     from rl.train import train
 
@@ -58,7 +58,7 @@ def run_purerl(args, run_dir: Path) -> tuple[list[dict], object]:
         f"trainer.micro_batch_size={args.prompts * args.n}", f"trainer.steps={args.steps}", f"trainer.lr={args.lr}",
         f"algo.kl_coef={args.beta}", "run.eval_before=false", "run.eval_after=false", "run.save_checkpoint=false",
         f"run.dir={run_dir}",
-    ] + args.set)
+    ] + args.set + list(extra))
     train(cfg)
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()], cfg
 
@@ -137,6 +137,8 @@ def main() -> None:
     peak = matmul_peak_flops()
     metrics, cfg = run_purerl(args, run_dir)
     timed = metrics[1:]  # step 1 is warm-up
+    async_metrics, _ = run_purerl(args, run_dir.with_name(run_dir.name + "-async"), ("rollout.async=true",))
+    async_step = mean(m["time/wall"] for m in async_metrics[1:])
     standalone = standalone_vllm_tokens_per_s(cfg, args.prompts)
     trl = {mode: run_trl(args, mode) for mode in ("transformers", "vllm")}
 
@@ -162,6 +164,8 @@ def main() -> None:
         "trl_step_s_by_mode": trl_steps,
         "trl_errors": {k: v["error"] for k, v in trl.items() if "error" in v},
         "speedup_vs_trl": trl_steps[best_mode] / purerl_step if best_mode else None,
+        "async_step_s": async_step,
+        "async_speedup_vs_sync": purerl_step / async_step,
         "rollout_tokens_per_s": rollout_tps,
         "vllm_standalone_tokens_per_s": standalone,
         "rollout_efficiency": rollout_tps / standalone,
@@ -192,6 +196,8 @@ def print_table(r: dict) -> None:
         (f"train_mfu (fp32 matmul peak {r['matmul_peak_gflops']:.0f} GFLOP/s)", f"{r['train_mfu']:.3f}"),
     ]
     rows += [(f"  step split: {k}", f"{v:.3f} s ({v / r['purerl_step_s']:.0%})") for k, v in r["step_split_s"].items()]
+    rows += [("purerl step, rollout.async=true (s)", f"{r['async_step_s']:.3f}"),
+             ("async_speedup_vs_sync", f"{r['async_speedup_vs_sync']:.2f}")]
     width = max(len(a) for a, _ in rows)
     for a, b in rows:
         print(f"{a:<{width}}  {b}")

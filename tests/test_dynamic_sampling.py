@@ -18,8 +18,11 @@ TABLE = {0: [RIGHT] * 4, 1: [RIGHT, WRONG, WRONG, WRONG], 2: [WRONG] * 4, 3: [RI
 
 
 class FakePool:
-    def generate(self, prompt_ids, prompt_indices, sampling):
+    def submit(self, prompt_ids, prompt_indices, sampling):
         return [RolloutGroup(i, [1, 2], [Completion([3], t, [-0.5], "stop") for t in TABLE[i]]) for i in prompt_indices]
+
+    def wait(self, pending):
+        return pending
 
 
 def session(overrides):

@@ -15,7 +15,7 @@ from rl.config import load_config
 from rl.evaluate import sampling_dict
 from rl.parity import max_logprob_gap
 from rl.session import Session
-from rl.step import make_optimizer, policy_step
+from rl.step import policy_step
 from rl.train import rl_step, train
 from rollout.weight_sync import checkpoint_tensors
 
@@ -28,8 +28,8 @@ def test_sync_parity_and_its_negative(tmp_path):
     cfg = load_config("configs/tiny.yaml", SMALL + ["trainer.lr=1e-3", f"run.dir={tmp_path}"])
     s = Session.start(cfg)
     try:
-        opt, sched = make_optimizer(s.policy, cfg.trainer.lr, cfg.trainer.betas, 0.0, 0)
-        rl_step(s, opt, sched, lambda n: list(range(n)))  # generate, score, update, sync
+        opt, sched = s.trainer.optimizer, s.trainer.scheduler
+        rl_step(s, lambda n: list(range(n)))  # generate, score, update, sync
         prompts, idx = s.eval_prompt_ids[:4], [r.index for r in s.eval_rows[:4]]
         groups = s.pool.generate(prompts, idx, sampling_dict(cfg, 4))
         synced_gap = max_logprob_gap(s.policy, groups, cfg.rollout.temperature, s.tokenizer.pad_token_id)

@@ -1,0 +1,94 @@
+"""One trainer rank: the policy, the frozen reference, the optimizer and the LR schedule, and what the loop asks of
+them. The same class runs in the driver (trainer.ranks=1) and inside each Ray actor of a `TrainerGroup`.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from rl.batch import TrainBatch
+from rl.config import Config
+from rl.logprobs import batched_logprobs
+from rl.moe import freeze_router, logprobs_and_routing, top_k_of
+from rl.parity import max_logprob_gap
+from rl.policy import load_policy
+from rl.step import make_optimizer, update
+from rollout.types import RolloutGroup
+from rollout.weight_sync import PackedWeights, checkpoint_tensors, pack_tensors
+
+TRAINER_STATE = "trainer_state.pt"
+
+
+class Trainer:
+    def __init__(self, cfg: Config, policy_path: str, reference_path: str):
+        """`policy_path`: where the trainable weights start (model.path, or a checkpoint on resume)."""
+        self.cfg = cfg
+        torch.manual_seed(cfg.trainer.seed)
+        if cfg.trainer.threads:
+            torch.set_num_threads(cfg.trainer.threads)
+        self.policy = load_policy(policy_path, cfg.model.dtype)
+        if cfg.moe.freeze_router:
+            freeze_router(self.policy)
+        self.reference = load_policy(reference_path, cfg.model.dtype, trainable=False) if cfg.algo.kl_coef > 0 else None
+        self._weight_bytes = sum(t.numel() * t.element_size() for t in self.policy.state_dict().values())
+        t = cfg.trainer
+        self.optimizer, self.scheduler = make_optimizer(self.policy, t.lr, t.betas, t.weight_decay, t.warmup_steps)
+
+    def top_k(self) -> int | None:
+        return top_k_of(self.policy)
+
+    def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: str = "policy",
+                 with_routing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, L-1) logprobs of `model` ("policy" or "reference") without gradients, and with `with_routing` the
+        policy's routing (B, L, layers, k)."""
+        temperature, mbs = self.cfg.rollout.temperature, self.cfg.trainer.micro_batch_size
+        if with_routing:
+            return logprobs_and_routing(self.policy, input_ids, attention_mask, temperature, mbs)
+        net = self.reference if model == "reference" else self.policy
+        return batched_logprobs(net, input_ids, attention_mask, temperature, mbs), None
+
+    def update(self, batch: TrainBatch) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """rl.step.update with the run's settings (this rank's rows of each mini-batch under torch.distributed)."""
+        c = self.cfg
+        return update(self.policy, self.optimizer, self.scheduler, batch, c.algo, c.moe,
+                      micro_batch_size=c.trainer.micro_batch_size, temperature=c.rollout.temperature,
+                      grad_clip=c.trainer.grad_clip, max_new_tokens=c.rollout.max_new_tokens)
+
+    def weight_bytes(self) -> int:
+        """Bytes of one copy of the weights the engines receive."""
+        return self._weight_bytes
+
+    def weights(self) -> PackedWeights:
+        """The policy in checkpoint layout, packed for the engines."""
+        return pack_tensors(checkpoint_tensors(self.policy))
+
+    def sync_gap(self, groups: list[RolloutGroup], pad_id: int) -> float:
+        return max_logprob_gap(self.policy, groups, self.cfg.rollout.temperature, pad_id)
+
+    def save(self, folder: Path, rank: int = 0, with_state: bool = True) -> None:
+        """Rank 0 writes the policy (a Hugging Face folder); `with_state`, also the optimizer and LR schedule
+        (replicated on every rank), and every rank its RNG states."""
+        folder = Path(folder)
+        if rank == 0:
+            self.policy.save_pretrained(folder, safe_serialization=True)
+        if not with_state:
+            return
+        if rank == 0:
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                       folder / TRAINER_STATE)
+        torch.save({"torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, folder / f"rng_rank{rank}.pt")
+
+    def load_state(self, folder: Path, rank: int = 0) -> None:
+        """Everything `save` wrote but the weights, which the policy was loaded from."""
+        folder = Path(folder)
+        state = torch.load(folder / TRAINER_STATE, weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        rng = folder / f"rng_rank{rank}.pt"
+        if rng.is_file():  # absent when the run that wrote it had fewer ranks
+            r = torch.load(rng, weights_only=False)
+            torch.set_rng_state(r["torch_rng"])
+            random.setstate(r["python_rng"])

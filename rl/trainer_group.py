@@ -1,0 +1,105 @@
+"""trainer.ranks > 1: the trainer as N Ray actors in one torch.distributed group (gloo on CPU, NCCL on GPU).
+
+Each actor holds an `rl.trainer.Trainer`; the group fans the loop's calls out and gathers the answers. Rows of a
+batch are split contiguously over the ranks (rl.dist.shard_bounds) for every forward pass.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import ray
+import torch
+
+from rl.batch import TrainBatch
+from rl.config import Config
+from rl.dist import shard_bounds
+
+
+@ray.remote
+class TrainerRank:
+    def __init__(self, cfg: Config, policy_path: str, reference_path: str, threads: int):
+        self.args, self.threads, self.rank = (cfg, policy_path, reference_path), threads, 0
+        self.trainer = None
+
+    def address(self) -> tuple[str, int]:
+        """This node's IP and a free port, for the rendezvous (asked of rank 0)."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return ray.util.get_node_ip_address(), s.getsockname()[1]
+
+    def setup(self, rank: int, world_size: int, addr: str, port: int) -> str:
+        import torch.distributed as dist
+
+        from rl.trainer import Trainer
+
+        torch.set_num_threads(self.threads)
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(0)  # Ray shows each rank only the GPU it was given
+        dist.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world_size)
+        self.rank = rank
+        self.trainer = Trainer(*self.args)
+        return ray.get_runtime_context().get_node_id()
+
+    def call(self, method: str, *args, **kwargs):
+        if method in ("save", "load_state"):
+            kwargs["rank"] = self.rank
+        return getattr(self.trainer, method)(*args, **kwargs)
+
+
+class TrainerGroup:
+    def __init__(self, cfg: Config, policy_path: str, reference_path: str, options: list[dict]):
+        """`options`: Ray actor options per rank (resources, placement bundle)."""
+        threads = cfg.trainer.threads or max(1, int(cfg.trainer.rank_cpus))
+        self.ranks = [TrainerRank.options(**o).remote(cfg, policy_path, reference_path, threads) for o in options]
+        addr, port = ray.get(self.ranks[0].address.remote())
+        self.node_ids = ray.get([r.setup.remote(i, len(self.ranks), addr, port) for i, r in enumerate(self.ranks)])
+
+    def _all(self, method: str, *args, **kwargs) -> list:
+        return ray.get([r.call.remote(method, *args, **kwargs) for r in self.ranks])
+
+    def _first(self, method: str, *args):
+        return ray.get(self.ranks[0].call.remote(method, *args))
+
+    def top_k(self) -> int | None:
+        return self._first("top_k")
+
+    def weight_bytes(self) -> int:
+        return self._first("weight_bytes")
+
+    def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: str = "policy",
+                 with_routing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each rank scores its rows; the results are concatenated in row order."""
+        bounds = [shard_bounds(len(input_ids), r, len(self.ranks)) for r in range(len(self.ranks))]
+        parts = ray.get([r.call.remote("logprobs", input_ids[a:b], attention_mask[a:b], model, with_routing)
+                         for r, (a, b) in zip(self.ranks, bounds) if b > a])
+        routing = torch.cat([p[1] for p in parts]) if with_routing else None
+        return torch.cat([p[0] for p in parts]), routing
+
+    def update(self, batch: TrainBatch) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """Every rank returns the same (all-reduced) result; rank 0's is kept."""
+        ref = ray.put(batch)
+        return self._all("update", ref)[0]
+
+    def weights(self) -> ray.ObjectRef:
+        """Rank 0's packed weights, left in the object store for the engines to fetch from it directly."""
+        return self.ranks[0].call.remote("weights")
+
+    def sync_gap(self, groups, pad_id: int) -> float:
+        return self._first("sync_gap", groups, pad_id)
+
+    def save(self, folder: Path, with_state: bool = True) -> None:
+        """Every rank writes into `folder`, which must be on storage the ranks' nodes share (as the run dir)."""
+        self._all("save", str(folder), with_state=with_state)
+
+    def load_state(self, folder: Path) -> None:
+        self._all("load_state", str(folder))
+
+    def shutdown(self) -> None:
+        for r in self.ranks:
+            ray.kill(r)
+        self.ranks = []
+
+
