@@ -10,7 +10,7 @@ def test_pack_roundtrip_mixed_dtypes_keeps_order_and_values():
              ("c", torch.ones(4, 1, 2)), ("d", torch.tensor(7.0))]
     packed = pack_tensors(items)
     assert sorted(packed.buffers) == ["bfloat16", "float32"]
-    assert packed.buffers["float32"].numel() == 6 + 8 + 1
+    assert packed.buffers["float32"].nbytes == (6 + 8 + 1) * 4 and packed.buffers["bfloat16"].nbytes == 2 * 2
     out = unpack_tensors(packed)
     assert [n for n, _ in out] == ["a", "b", "c", "d"]
     for (_, x), (_, y) in zip(items, out):
