@@ -177,11 +177,11 @@ class TrainerConfig:
     """Seed of torch in the trainer."""
     ranks: int = 1
     """Trainer ranks. 1 trains in the driver process; N > 1 runs N Ray actors in one torch.distributed group
-    (gloo on CPU, NCCL on GPU), each on its share of every mini-batch, gradients summed over the ranks."""
+    (gloo; the trainer computes on CPU), each on its share of every mini-batch, gradients summed over the ranks."""
     rank_cpus: float = 1.0
     """CPUs reserved by each trainer rank actor (also its torch threads unless trainer.threads is set)."""
     rank_gpus: float = 0.0
-    """GPUs reserved by each trainer rank actor."""
+    """GPUs reserved by each trainer rank actor (placement only: the trainer does not move the policy to a GPU yet)."""
 
 
 @dataclass

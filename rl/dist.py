@@ -4,7 +4,7 @@ Every rank holds the whole policy and trains on its rows of each mini-batch. Los
 mini-batch's global counts, so the ranks' losses sum to the one-rank loss; gradients are then summed with one
 all-reduce per optimizer step. We do not wrap the model in `DistributedDataParallel`: its per-backward hooks
 need every rank to run the same number of micro-batches and to touch the same parameters, and an MoE layer
-routes each rank's tokens to different experts. The same calls run on gloo (CPU) and NCCL (GPU).
+routes each rank's tokens to different experts. Plain all-reduces: gloo here, and NCCL would run them unchanged.
 """
 
 from __future__ import annotations

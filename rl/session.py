@@ -31,7 +31,9 @@ def init_ray(cfg: Config) -> None:
         # Logical CPUs only: the engines and the trainer take turns on the same cores.
         r, t = cfg.rollout, cfg.trainer
         need = math.ceil(r.num_engines * r.engine_cpus + (t.ranks * t.rank_cpus if t.ranks > 1 else 0)) + 1
-        ray.init(num_cpus=max(need, os.cpu_count() or 1), include_dashboard=False, runtime_env=env, log_to_driver=True)
+        # address="local": a private instance, even when `make ray-up` left a head running on this machine
+        ray.init(address="local", num_cpus=max(need, os.cpu_count() or 1), include_dashboard=False, runtime_env=env,
+                 log_to_driver=True)
 
 
 @dataclass

@@ -1,4 +1,7 @@
-"""trainer.ranks > 1: the trainer as N Ray actors in one torch.distributed group (gloo on CPU, NCCL on GPU).
+"""trainer.ranks > 1: the trainer as N Ray actors in one torch.distributed group.
+
+The trainer computes on CPU today (the policy is not moved to a GPU), so the group uses gloo; the collectives in
+rl.dist are the ones NCCL runs too, but the GPU path (device placement, NCCL) is not built or tested.
 
 Each actor holds an `rl.trainer.Trainer`; the group fans the loop's calls out and gathers the answers. Rows of a
 batch are split contiguously over the ranks (rl.dist.shard_bounds) for every forward pass.
@@ -35,10 +38,7 @@ class TrainerRank:
         from rl.trainer import Trainer
 
         torch.set_num_threads(self.threads)
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(0)  # Ray shows each rank only the GPU it was given
-        dist.init_process_group(backend, init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world_size)
+        dist.init_process_group("gloo", init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world_size)
         self.rank = rank
         self.trainer = Trainer(*self.args)
         return ray.get_runtime_context().get_node_id()

@@ -39,7 +39,7 @@ def test_two_ranks_train_like_one_rank():
     one = Trainer(cfg, MODEL, MODEL)
     batch = random_batch(one)
     batch.ref_logps, _ = one.logprobs(batch.input_ids, batch.attention_mask, "reference")
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         group = TrainerGroup(cfg, MODEL, MODEL, [{"num_cpus": 1}] * 2)
         ref2, _ = group.logprobs(batch.input_ids, batch.attention_mask, "reference")  # rows split over ranks

@@ -62,3 +62,24 @@ def test_sigkill_then_resume_is_exact(tmp_path):
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no complete checkpoint"):
         train(load_config("configs/tiny.yaml", COMMON + [f"run.dir={tmp_path}", "run.resume=true"]))
+
+
+def test_resume_with_two_trainer_ranks(tmp_path):
+    """trainer.ranks=2: rank 0 writes the weights, optimizer and schedule, every rank its RNG; a resumed run's ranks
+    load them, so step 3's learning rate continues the warm-up and its logprobs match the engines' (started from
+    the same checkpoint)."""
+    from rl.data.sampler import EpochSampler
+
+    args = ["trainer.ranks=2", "trainer.warmup_steps=4", "trainer.prompts_per_step=4", "rollout.n=4",
+            "rollout.max_new_tokens=32", "run.eval_before=false", "run.eval_after=false", "run.save_every=1",
+            "run.save_checkpoint=false", f"run.dir={tmp_path}"]
+    train(load_config("configs/tiny.yaml", args + ["trainer.steps=2"]))
+    assert (tmp_path / "checkpoints" / "step-000002" / "rng_rank1.pt").is_file()
+    summary = train(load_config("configs/tiny.yaml", args + ["trainer.steps=3", "run.resume=true"]))
+    assert summary["resumed_from_step"] == 2
+    got = ledger(tmp_path)
+    # LambdaLR warm-up: lr after step s is lr * min(1, (s + 1) / 5); a schedule restarted at 0 would give 2/5 again
+    assert [round(m["lr"] / 1e-4, 6) for m in got] == [0.4, 0.6, 0.8]
+    sampler = EpochSampler(sum(1 for _ in open("rl/data/arithmetic/train.jsonl")), 0)
+    assert [m["data/indices"] for m in got] == [sampler.next(4) for _ in range(3)]
+    assert got[2]["rollout/logprob_abs_diff_max"] < 1e-3
