@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -13,19 +15,26 @@ import torch
 STATE = "train_state.pt"
 
 
+@contextmanager
+def atomic_folder(out: Path) -> Iterator[Path]:
+    """Yields `out` + ".tmp" to write into; renamed to `out` (replacing it) only when the block finishes."""
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
 def save_train_state(run_dir: Path, step: int, trainer, tokenizer, cursor: dict, keep_last: int) -> Path:
     """`trainer` writes the weights, optimizer, LR schedule and its ranks' RNG states; the driver adds the data
     `cursor` (EpochSampler.state_dict) and its own RNG state, last, so the folder is complete once renamed."""
-    root = run_dir / "checkpoints"
-    out, tmp = root / f"step-{step:06d}", root / f"step-{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    trainer.save(tmp)
-    tokenizer.save_pretrained(tmp)
-    torch.save({"step": step, "sampler": cursor, "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()},
-               tmp / STATE)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    out = run_dir / "checkpoints" / f"step-{step:06d}"
+    with atomic_folder(out) as tmp:
+        trainer.save(tmp)
+        tokenizer.save_pretrained(tmp)
+        torch.save({"step": step, "sampler": cursor, "torch_rng": torch.get_rng_state(),
+                    "python_rng": random.getstate()}, tmp / STATE)
     for old in complete_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old)
     return out

@@ -51,16 +51,10 @@ def load_tokenizer(path: str):
 
 
 def save_checkpoint(trainer, tokenizer, out: Path) -> Path:
-    """The policy as a Hugging Face folder. Written to a temporary folder and renamed, so a half-written
-    checkpoint never has the final name."""
-    import shutil
+    """The policy as a Hugging Face folder, written under a temporary name and renamed (rl.checkpoint.atomic_folder)."""
+    from rl.checkpoint import atomic_folder
 
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    trainer.save(tmp, with_state=False)
-    tokenizer.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_folder(out) as tmp:
+        trainer.save(tmp, with_state=False)
+        tokenizer.save_pretrained(tmp)
     return out

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -44,8 +45,10 @@ class Prefetch:
     wait_s: float = 0.0
 
 
-def launch(s: Session, draw: Callable[[int], list[int]], cursor: dict) -> Prefetch:
-    indices = draw(s.cfg.trainer.prompts_per_step)
+def launch(s: Session, sampler: EpochSampler) -> Prefetch:
+    """Draws the next step's prompts and submits them; the Prefetch keeps the cursor from before the draw."""
+    cursor = sampler.state_dict()
+    indices = sampler.next(s.cfg.trainer.prompts_per_step)
     return Prefetch(indices, submit(s, indices), cursor)
 
 
@@ -233,10 +236,7 @@ def _train(s: Session, run_dir: Path, resume_from: Path | None, start: float) ->
     for step in range(first, t.steps + 1):
         t_wall = time.perf_counter()
         cursor = sampler.state_dict()
-        ahead = None
-        if cfg.rollout.async_ and step < t.steps:
-            def ahead():
-                return launch(s, sampler.next, sampler.state_dict())
+        ahead = partial(launch, s, sampler) if cfg.rollout.async_ and step < t.steps else None
         try:
             out, prefetched = rl_step(s, sampler.next, prefetched, ahead)
         except EngineLost as e:  # e.cursor: this step trained before the engines were lost

@@ -56,6 +56,7 @@ class TrainerGroup:
         self.ranks = [TrainerRank.options(**o).remote(cfg, policy_path, reference_path, threads) for o in options]
         addr, port = ray.get(self.ranks[0].address.remote())
         self.node_ids = ray.get([r.setup.remote(i, len(self.ranks), addr, port) for i, r in enumerate(self.ranks)])
+        self._weight_bytes = self._first("weight_bytes")
 
     def _all(self, method: str, *args, **kwargs) -> list:
         return ray.get([r.call.remote(method, *args, **kwargs) for r in self.ranks])
@@ -67,7 +68,7 @@ class TrainerGroup:
         return self._first("top_k")
 
     def weight_bytes(self) -> int:
-        return self._first("weight_bytes")
+        return self._weight_bytes
 
     def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: str = "policy",
                  with_routing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
