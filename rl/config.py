@@ -53,6 +53,9 @@ class RolloutConfig:
     """GPUs reserved by each engine actor (0 on CPU)."""
     max_engine_restarts: int = 3
     """How many times in a run a dead engine is started again (its unfinished prompts are sent again)."""
+    shared_memory_sync: bool = True
+    """Engines on the driver's node read new weights from one file in /dev/shm instead of Ray's object store
+    (falls back to the object store when /dev/shm lacks room)."""
     async_: bool = False
     """Config key `rollout.async`: generate step k+1's groups while step k trains (one step off-policy)."""
     n: int = 8
@@ -178,6 +181,10 @@ class TrainerConfig:
     ranks: int = 1
     """Trainer ranks. 1 trains in the driver process; N > 1 runs N Ray actors in one torch.distributed group
     (gloo; the trainer computes on CPU), each on its share of every mini-batch, gradients summed over the ranks."""
+    sharding: Literal["replicate", "fsdp"] = "replicate"
+    """trainer.ranks > 1: `replicate` keeps the whole policy and optimizer state on every rank and sums gradients
+    with one all-reduce per step; `fsdp` shards parameters, gradients and optimizer state over the ranks with
+    FSDP2 (`fully_shard`, one unit per decoder layer), gathering each layer only while it computes."""
     rank_cpus: float = 1.0
     """CPUs reserved by each trainer rank actor (also its torch threads unless trainer.threads is set)."""
     rank_gpus: float = 0.0

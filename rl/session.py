@@ -90,6 +90,7 @@ class Session:
             capture_routing_top_k=top_k,
             max_restarts=r.max_engine_restarts,
             restart_timeout_s=cfg.cluster.timeout_s,
+            shared_memory=r.shared_memory_sync,
             engine_kwargs={
                 "dtype": cfg.model.dtype, "seed": r.seed, "enforce_eager": r.enforce_eager,
                 "kv_cache_gib": r.kv_cache_gib, "gpu_memory_utilization": r.gpu_memory_utilization,

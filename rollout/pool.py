@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import ray
 import torch
 
+from rollout.shared_memory import SharedWeights, has_room
 from rollout.types import RolloutGroup
 from rollout.weight_sync import PackedWeights, pack_tensors
 from rollout.worker import RolloutWorker
@@ -38,15 +39,19 @@ class Pending:
 
 class RolloutPool:
     def __init__(self, model_path: str, *, engine_kwargs: dict, actor_options: list[dict],
-                 capture_routing_top_k: int = 0, max_restarts: int = 3, restart_timeout_s: float = 120.0):
-        """`actor_options`: Ray options per engine (resources and placement bundle, rl.placement)."""
+                 capture_routing_top_k: int = 0, max_restarts: int = 3, restart_timeout_s: float = 120.0,
+                 shared_memory: bool = True):
+        """`actor_options`: Ray options per engine (resources and placement bundle, rl.placement).
+        `shared_memory`: engines on this node get the weights through /dev/shm (rollout.shared_memory)."""
         self.args = (model_path, engine_kwargs)
         self.capture_routing_top_k = capture_routing_top_k
         self.options = list(actor_options)
         self.max_restarts, self.restart_timeout_s = max_restarts, restart_timeout_s
         self.restarts = 0
         self.deaths: list[tuple[str, int]] = []  # (the call that found it dead, engine slot)
-        self.weights: ray.ObjectRef | None = None  # the last weights sent: a restarted engine loads them
+        self.weights: PackedWeights | ray.ObjectRef | None = None  # the last weights sent: a restarted engine loads them
+        self.shared = SharedWeights() if shared_memory else None
+        self.node = ray.get_runtime_context().get_node_id()
         self.workers: list = [self._start(rank) for rank in range(len(self.options))]
         self.node_ids = ray.get([w.node_id.remote() for w in self.workers])  # engines are up (or the error surfaces)
 
@@ -111,7 +116,7 @@ class RolloutPool:
         while (left := deadline - time.monotonic()) > 0:
             worker = self._start(slot)
             try:
-                ray.get(worker.node_id.remote(), timeout=left)
+                self.node_ids[slot] = ray.get(worker.node_id.remote(), timeout=left)
                 if self.weights is not None:
                     ray.get(worker.update_weights.remote(self.weights), timeout=max(deadline - time.monotonic(), 1))
                 return worker
@@ -125,12 +130,23 @@ class RolloutPool:
         return None
 
     def update_weights(self, weights: PackedWeights | list[tuple[str, torch.Tensor]] | ray.ObjectRef) -> float:
-        """Puts the weights in the object store once (packed into one buffer per dtype) unless they are there
-        already; every engine loads them in place. Returns the longest time an engine spent loading."""
-        if isinstance(weights, list):
+        """Every live engine loads `weights` in place; returns the longest time an engine spent loading.
+
+        Weights held here reach the engines on this node through /dev/shm (packed straight into the shared file)
+        and the others through one `ray.put`; an ObjectRef (trainer ranks pack in their own process) goes to
+        every engine as it is."""
+        live = self.live()
+        local = self._local(live, weights)
+        handle = None
+        if local and isinstance(weights, list):
+            weights, handle = self.shared.pack(weights)
+        elif isinstance(weights, list):
             weights = pack_tensors(weights)
-        self.weights = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights)
-        seconds, futures = [], {slot: self.workers[slot].update_weights.remote(self.weights) for slot in self.live()}
+        elif local:
+            handle = self.shared.write(weights)
+        ref = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights) if len(local) < len(live) else None
+        self.weights = weights
+        seconds, futures = [], {s: self.workers[s].update_weights.remote(handle if s in local else ref) for s in live}
         for slot, future in futures.items():
             try:
                 seconds.append(ray.get(future))
@@ -141,7 +157,25 @@ class RolloutPool:
                     pass  # the next generation call reports it, before any training on missing data
         return max(seconds, default=0.0)
 
+    def _local(self, live: list[int], weights) -> list[int]:
+        """The live engines on this node that read the weights from shared memory."""
+        if self.shared is None or isinstance(weights, ray.ObjectRef):
+            return []
+        local = [s for s in live if self.node_ids[s] == self.node]
+        if isinstance(weights, list):
+            nbytes = sum(t.numel() * t.element_size() for _, t in weights)
+        else:
+            nbytes = sum(b.nbytes for b in weights.buffers.values())
+        if local and nbytes > self.shared.size and not has_room(nbytes):
+            logger.warning("/dev/shm lacks room for the weights; sending them through the object store")
+            self.shared.close()
+            self.shared, local = None, []
+        return local
+
     def shutdown(self) -> None:
+        self.weights = None
+        if self.shared is not None:
+            self.shared.close()
         for w in self.workers:
             if w is not None:
                 ray.kill(w)

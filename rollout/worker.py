@@ -10,6 +10,7 @@ import ray
 
 from rollout.engine import create_engine, generate_groups, sampling_params
 from rollout.routing import install_capture
+from rollout.shared_memory import SharedHandle, open_shared
 from rollout.types import RolloutGroup
 from rollout.weight_sync import PackedWeights, push_weights, unpack_tensors
 
@@ -32,11 +33,18 @@ class RolloutWorker:
             g.engine = self.rank
         return groups
 
-    def update_weights(self, items) -> float:
-        """Loads the weights in place; returns the seconds spent inside the engine."""
+    def update_weights(self, items: PackedWeights | SharedHandle | list) -> float:
+        """Loads the weights in place; returns the seconds spent inside the engine (reading shared memory
+        included)."""
         t = time.perf_counter()
+        if isinstance(items, SharedHandle):
+            items = open_shared(items)
         push_weights(self.llm, unpack_tensors(items) if isinstance(items, PackedWeights) else items)
         return time.perf_counter() - t
+
+    def run(self, fn, *args):
+        """`fn(vllm_worker, *args)` inside the engine, for tests and diagnostics."""
+        return self.llm.collective_rpc(fn, args=args)[0]
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()

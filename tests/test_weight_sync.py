@@ -15,3 +15,100 @@ def test_pack_roundtrip_mixed_dtypes_keeps_order_and_values():
     assert [n for n, _ in out] == ["a", "b", "c", "d"]
     for (_, x), (_, y) in zip(items, out):
         assert x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
+
+
+def test_shared_memory_roundtrip_grows_and_cleans_up(tmp_path):
+    from rollout.shared_memory import ALIGN, PREFIX, SharedWeights, has_room, open_shared, remove_stale
+
+    items = [("a", torch.arange(6.0).view(2, 3)), ("b", torch.tensor([1.5, 2.5, 3.5], dtype=torch.bfloat16))]
+    shared = SharedWeights(tmp_path)
+    packed, handle = shared.pack(items)  # packed straight into the file
+    assert handle.regions == {"float32": (0, 24), "bfloat16": (ALIGN, 6)}  # each dtype on its own cache line
+    assert shared.path.read_bytes()[:24] == torch.arange(6.0).numpy().tobytes()
+    for (n, x), (m, y), (_, z) in zip(items, unpack_tensors(open_shared(handle)), unpack_tensors(packed)):
+        assert n == m and x.dtype == y.dtype and torch.equal(x, y) and torch.equal(x, z)
+    bigger = [("a", torch.arange(100.0)), ("b", torch.ones(3, dtype=torch.bfloat16))]
+    handle = shared.write(pack_tensors(bigger))  # the file grows; the engine side maps it again
+    assert shared.size == 512 and torch.equal(dict(unpack_tensors(open_shared(handle)))["a"], torch.arange(100.0))
+    shared.close()
+    assert not shared.path.exists()
+
+    dead = tmp_path / f"{PREFIX}999999999-abcd"  # no such pid: a killed driver's file
+    dead.write_bytes(b"x")
+    alive = SharedWeights(tmp_path)
+    alive.write(pack_tensors(items))
+    remove_stale(tmp_path)
+    assert not dead.exists() and alive.path.exists()
+    alive.close()
+    assert has_room(1 << 20, tmp_path) and not has_room(1 << 60, tmp_path)
+
+
+def test_engine_loads_experts_directly_and_exactly():
+    """The direct expert load (after vLLM's own first load) leaves the engine's prepacked experts bit-identical
+    to vLLM's reload of the same weights, and keeps parity; a wrong expert mapping fails the proof."""
+    import ray
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rl.parity import max_logprob_gap
+    from rollout.weight_sync import checkpoint_tensors
+    from rollout.worker import RolloutWorker
+
+    path = "models/tiny-moe-base"
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(path)
+    gen = torch.Generator().manual_seed(0)
+
+    def perturbed():
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.02 * torch.randn(p.shape, generator=gen))
+        return pack_tensors(checkpoint_tensors(model))
+
+    def experts(w):
+        from rollout.weight_sync import _cpu_moe_layers
+
+        return [(m.w13_weight.clone(), m.w2_weight.clone()) for m in _cpu_moe_layers(w.model_runner.model)]
+
+    def reload_slowly(w, packed):
+        from rollout.weight_sync import _reload, _repack_moe
+
+        _reload(w, unpack_tensors(packed))
+        _repack_moe(w.model_runner.model)
+
+    def plan_state(w):
+        plan = getattr(w, "purerl_expert_plan", None)
+        return None if plan is None else bool(plan)
+
+    def swap_gate_and_up(w):
+        import rollout.weight_sync as ws
+
+        ws._SHARD.update(gate_proj="w3", up_proj="w1")
+        w.purerl_expert_plan = None  # learn again, with the wrong mapping
+
+    def gap(worker):
+        prompts = [tok("Q: 12+7=? A:")["input_ids"], tok("Q: 3*4=? A:")["input_ids"]]
+        sampling = dict(n=4, temperature=1.0, top_p=1.0, max_new_tokens=24, stop=[], seed=1)
+        return max_logprob_gap(model, ray.get(worker.generate.remote(prompts, [0, 1], sampling)), 1.0, tok.pad_token_id)
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    try:
+        kwargs = dict(dtype="float32", seed=0, enforce_eager=True, kv_cache_gib=1, gpu_memory_utilization=0.3,
+                      max_model_len=256)
+        worker = RolloutWorker.remote(path, kwargs, 0)
+        ray.get(worker.update_weights.remote(perturbed()))  # vLLM's loader; the plan is learned and proven
+        assert ray.get(worker.run.remote(plan_state)) is True
+        packed = perturbed()
+        ray.get(worker.update_weights.remote(packed))  # experts written directly
+        direct = ray.get(worker.run.remote(experts))
+        assert gap(worker) < 1e-3
+        ray.get(worker.run.remote(reload_slowly, packed))
+        slow = ray.get(worker.run.remote(experts))
+        assert len(direct) == 4
+        assert all(torch.equal(a, b) for d, s in zip(direct, slow) for a, b in zip(d, s))
+
+        ray.get(worker.run.remote(swap_gate_and_up))
+        ray.get(worker.update_weights.remote(perturbed()))
+        assert ray.get(worker.run.remote(plan_state)) is False  # the proof caught it; vLLM's loader is kept
+        assert gap(worker) < 1e-3
+    finally:
+        ray.shutdown()
