@@ -50,3 +50,42 @@ def all_reduce_grads_(params: list[torch.nn.Parameter]) -> None:
     for p in params:
         p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
         offset += p.numel()
+
+
+def shard_policy(model: torch.nn.Module) -> None:
+    """FSDP2 over the process group: one unit per decoder layer (the model's `_no_split_modules`), then the root.
+    FSDP averages the ranks' gradients; each rank's loss uses the global counts, so `rl.step` scales it by the
+    world size to make that average the sum (gloo has no PREMUL_SUM for `set_gradient_divide_factor(1)`)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if not layers:
+        raise ValueError(f"trainer.sharding=fsdp: {type(model).__name__} names no decoder layer class "
+                         "(_no_split_modules) to shard by; use trainer.sharding=replicate")
+    mesh = init_device_mesh("cpu", (world()[1],))
+    for m in [*layers, model]:
+        fully_shard(m, mesh=mesh)
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The whole state dict gathered from the shards, on rank 0 (None on the others). Every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return state if world()[0] == 0 else None
+
+
+def micro_batches(lo: int, hi: int, size: int, count: int) -> list[tuple[int, int]]:
+    """`count` micro-batches [a, b) over rows [lo, hi), `size` rows each; those past `hi` are empty (a == b).
+
+    Under FSDP every rank must run as many forward passes as the others (each one gathers the parameters), so a
+    rank with fewer rows runs empty micro-batches too."""
+    return [(min(lo + i * size, hi), min(lo + (i + 1) * size, hi)) for i in range(count)]

@@ -12,7 +12,7 @@ import torch
 from rl.aggregation import aggregate, count_seqs, count_tokens
 from rl.batch import TrainBatch
 from rl.config import AlgoConfig, MoeConfig
-from rl.dist import all_reduce_grads_, all_reduce_sum_, shard_bounds, world
+from rl.dist import all_reduce_grads_, all_reduce_sum_, is_sharded, micro_batches, shard_bounds, world
 from rl.kl import kl_penalty
 from rl.logprobs import token_logprobs
 from rl.losses import get_loss
@@ -36,9 +36,15 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
     seen = {"logps": torch.zeros_like(batch.old_logps), "counts": None, "entropy": None, "tokens": 0,
             "sampler_agree": 0, "sampler_agree_n": 0}
     model.train()
-    lo, hi = shard_bounds(len(batch), *world())
-    for start in range(lo, hi, micro_batch_size):
-        mb = batch.slice(start, min(start + micro_batch_size, hi))
+    rank, ranks = world()
+    lo, hi = shard_bounds(len(batch), rank, ranks)
+    sharded = ranks > 1 and is_sharded(model)
+    rows = -(-len(batch) // ranks) if sharded else hi - lo  # FSDP: as many micro-batches as the busiest rank
+    for start, end in micro_batches(lo, hi, micro_batch_size, -(-rows // micro_batch_size)):
+        if start == end:  # FSDP: the gathers and reductions of a pass this rank has no rows for
+            token_logprobs(model, batch.input_ids[:1, :2], batch.attention_mask[:1, :2]).logps.sum().mul(0).backward()
+            continue
+        mb = batch.slice(start, end)
         mask = mb.mask
         if mb.routed_experts is not None:  # routing replay: the forward uses the recorded experts
             positions = torch.nn.functional.pad(mask, (0, 1))  # inputs whose outputs score response tokens
@@ -62,7 +68,7 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
         if moe.aux_loss_coef > 0 and fwd.aux_loss is not None:  # weighted by the micro-batch's share of the batch
             loss = loss + moe.aux_loss_coef * fwd.aux_loss * (len(mb) / len(batch))
             sums["aux"] += float(fwd.aux_loss.detach()) * len(mb) / len(batch)
-        loss.backward()
+        (loss * ranks if sharded else loss).backward()  # FSDP averages over the ranks (rl.dist.shard_policy)
         sums["loss"] += float(loss.detach())
         sums["clip"] += float(m["clip_frac"]) * int(mask.sum())
         sums["entropy"] += float(torch.where(mask, fwd.entropy, 0.0).sum())
@@ -79,10 +85,12 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
             seen["entropy"] = ent if seen["entropy"] is None else seen["entropy"] + ent
             seen["tokens"] += int(mb.attention_mask.sum())
     params = [p for p in model.parameters() if p.requires_grad]
-    if world()[1] > 1:
-        _reduce_over_ranks(sums, seen, params)
+    if ranks > 1:  # FSDP has summed the gradients already, into each rank's shard
+        _reduce_over_ranks(sums, seen, [] if sharded else params)
     t_opt = time.perf_counter()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
+        grad_norm = grad_norm.full_tensor()
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -104,8 +112,10 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
 
 
 def _reduce_over_ranks(sums: dict, seen: dict, params: list) -> None:
-    """Sums the ranks' gradients, metric sums and what their forwards saw (each rank's rows are zeros elsewhere)."""
-    all_reduce_grads_(params)
+    """Sums the ranks' gradients (of `params`), metric sums and what their forwards saw (each rank's rows are
+    zeros elsewhere)."""
+    if params:
+        all_reduce_grads_(params)
     scalars = ["tokens", "sampler_agree", "sampler_agree_n"]
     packed = torch.tensor([sums[k] for k in sums] + [seen[k] for k in scalars], dtype=torch.float64)
     tensors = [packed, seen["logps"]] + ([seen["counts"], seen["entropy"]] if seen["counts"] is not None else [])

@@ -11,6 +11,7 @@ import torch
 
 from rl.batch import TrainBatch
 from rl.config import Config
+from rl.dist import full_state, shard_policy, world
 from rl.logprobs import batched_logprobs
 from rl.moe import freeze_router, logprobs_and_routing, top_k_of
 from rl.parity import max_logprob_gap
@@ -34,6 +35,9 @@ class Trainer:
             freeze_router(self.policy)
         self.reference = load_policy(reference_path, cfg.model.dtype, trainable=False) if cfg.algo.kl_coef > 0 else None
         self._weight_bytes = sum(t.numel() * t.element_size() for t in self.policy.state_dict().values())
+        self.sharded = cfg.trainer.sharding == "fsdp" and world()[1] > 1
+        if self.sharded:
+            shard_policy(self.policy)
         t = cfg.trainer
         self.optimizer, self.scheduler = make_optimizer(self.policy, t.lr, t.betas, t.weight_decay, t.warmup_steps)
 
@@ -61,31 +65,59 @@ class Trainer:
         """Bytes of one copy of the weights the engines receive."""
         return self._weight_bytes
 
-    def weights(self) -> PackedWeights:
-        """The policy in checkpoint layout, packed for the engines."""
-        return pack_tensors(checkpoint_tensors(self.policy))
+    def weights(self) -> list[tuple[str, torch.Tensor]]:
+        """The policy in checkpoint layout; the rollout pool packs them for the engines. Sharded: gathered onto
+        rank 0 (every rank must call), empty on the others."""
+        if not self.sharded:
+            return checkpoint_tensors(self.policy)
+        state = full_state(self.policy)
+        return [] if state is None else checkpoint_tensors(self.policy, state)
+
+    def packed_weights(self) -> PackedWeights:
+        """`weights` packed into one buffer per dtype: what a trainer rank puts in the object store."""
+        return pack_tensors(self.weights())
 
     def sync_gap(self, groups: list[RolloutGroup], pad_id: int) -> float:
         return max_logprob_gap(self.policy, groups, self.cfg.rollout.temperature, pad_id)
 
     def save(self, folder: Path, rank: int = 0, with_state: bool = True) -> None:
         """Rank 0 writes the policy (a Hugging Face folder); `with_state`, also the optimizer and LR schedule
-        (replicated on every rank), and every rank its RNG states."""
+        (whole: gathered from the shards under FSDP, so every rank must call), and every rank its RNG states."""
         folder = Path(folder)
+        weights = full_state(self.policy) if self.sharded else None
         if rank == 0:
-            self.policy.save_pretrained(folder, safe_serialization=True)
+            self.policy.save_pretrained(folder, safe_serialization=True, state_dict=weights)
         if not with_state:
             return
+        optimizer = self._optimizer_state()
         if rank == 0:
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
-                       folder / TRAINER_STATE)
+            torch.save({"optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
+                        "sharding": self.cfg.trainer.sharding if self.sharded else "replicate"}, folder / TRAINER_STATE)
         torch.save({"torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, folder / f"rng_rank{rank}.pt")
+
+    def _optimizer_state(self) -> dict:
+        if not self.sharded:
+            return self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.policy, self.optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def load_state(self, folder: Path, rank: int = 0) -> None:
         """Everything `save` wrote but the weights, which the policy was loaded from."""
         folder = Path(folder)
         state = torch.load(folder / TRAINER_STATE, weights_only=False)
-        self.optimizer.load_state_dict(state["optimizer"])
+        written = state.get("sharding", "replicate")
+        if written != ("fsdp" if self.sharded else "replicate"):
+            raise ValueError(f"{folder / TRAINER_STATE} holds optimizer state written with trainer.sharding={written} "
+                             f"(and trainer.ranks > 1 for fsdp); resume with the same settings")
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.policy, self.optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         rng = folder / f"rng_rank{rank}.pt"
         if rng.is_file():  # absent when the run that wrote it had fewer ranks

@@ -57,6 +57,7 @@ class TrainerGroup:
         addr, port = ray.get(self.ranks[0].address.remote())
         self.node_ids = ray.get([r.setup.remote(i, len(self.ranks), addr, port) for i, r in enumerate(self.ranks)])
         self._weight_bytes = self._first("weight_bytes")
+        self.sharded = cfg.trainer.sharding == "fsdp"  # every policy forward is a collective over the ranks
 
     def _all(self, method: str, *args, **kwargs) -> list:
         return ray.get([r.call.remote(method, *args, **kwargs) for r in self.ranks])
@@ -72,12 +73,18 @@ class TrainerGroup:
 
     def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: str = "policy",
                  with_routing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Each rank scores its rows; the results are concatenated in row order."""
-        bounds = [shard_bounds(len(input_ids), r, len(self.ranks)) for r in range(len(self.ranks))]
-        parts = ray.get([r.call.remote("logprobs", input_ids[a:b], attention_mask[a:b], model, with_routing)
-                         for r, (a, b) in zip(self.ranks, bounds) if b > a])
-        routing = torch.cat([p[1] for p in parts]) if with_routing else None
-        return torch.cat([p[0] for p in parts]), routing
+        """Each rank scores its rows; the results are concatenated in row order. Under FSDP every rank scores as
+        many rows as the others (so as many micro-batches): short shards are padded with row 0, then cut."""
+        n, k = len(input_ids), len(self.ranks)
+        bounds = [shard_bounds(n, r, k) for r in range(k)]
+        pad = -(-n // k) if self.sharded and model == "policy" else 0
+        calls = [(r, list(range(a, b)) + [0] * max(pad - (b - a), 0), b - a) for r, (a, b) in zip(self.ranks, bounds)]
+        calls = [c for c in calls if c[1]]
+        parts = ray.get([r.call.remote("logprobs", input_ids[i], attention_mask[i], model, with_routing)
+                         for r, i, _ in calls])
+        logps = torch.cat([p[0][:m] for p, (_, _, m) in zip(parts, calls)])
+        routing = torch.cat([p[1][:m] for p, (_, _, m) in zip(parts, calls)]) if with_routing else None
+        return logps, routing
 
     def update(self, batch: TrainBatch) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """Every rank returns the same (all-reduced) result; rank 0's is kept."""
@@ -85,11 +92,14 @@ class TrainerGroup:
         return self._all("update", ref)[0]
 
     def weights(self) -> ray.ObjectRef:
-        """Rank 0's packed weights, left in the object store for the engines to fetch from it directly."""
-        return self.ranks[0].call.remote("weights")
+        """Rank 0's packed weights, left in the object store for the engines to fetch from it directly (under
+        FSDP every rank takes part in gathering them)."""
+        refs = [r.call.remote("packed_weights") for r in (self.ranks if self.sharded else self.ranks[:1])]
+        ray.get(refs[1:])
+        return refs[0]
 
     def sync_gap(self, groups, pad_id: int) -> float:
-        return self._first("sync_gap", groups, pad_id)
+        return self._all("sync_gap", groups, pad_id)[0] if self.sharded else self._first("sync_gap", groups, pad_id)
 
     def save(self, folder: Path, with_state: bool = True) -> None:
         """Every rank writes into `folder`, which must be on storage the ranks' nodes share (as the run dir)."""

@@ -17,9 +17,11 @@ MODEL = "models/tiny-moe-base"
 ARGS = ["trainer.ranks=2", "algo.epochs=2", "algo.mini_batch_size=8", "trainer.micro_batch_size=2",
         "trainer.lr=1e-4", "algo.kl_coef=0.05", "algo.loss_agg=token_mean", "trainer.threads=1"]
 # Two ranks sum their gradients in a different order than one rank accumulates them: float32 rounding, grown by
-# four AdamW steps on random tokens (grad norms ~1e5). Measured: weights agree to 2.4e-6 after moving 4.0e-4;
-# the test allows 1e-5 absolute and 5% of the movement, and 1e-3 relative on the metrics.
-PARAM_TOL = 1e-5
+# four AdamW steps on random tokens (grad norms ~1e5). Adam's step is ill-conditioned where a gradient is near
+# zero, so a coordinate or two can move apart by more. Measured: replicate 2.4e-6 at most after moving 4.0e-4;
+# fsdp 1 of 1.9 M coordinates 1.6e-5 apart (an embedding row), every other one below 6e-7. The test allows
+# 1e-6 on all but 1e-5 of the coordinates and 10% of the movement on the rest; 1e-3 relative on the metrics.
+PARAM_TOL = 1e-6
 
 
 def random_batch(trainer, B=16, L=24, prompt=6, seed=0) -> TrainBatch:
@@ -34,32 +36,49 @@ def random_batch(trainer, B=16, L=24, prompt=6, seed=0) -> TrainBatch:
     return TrainBatch(ids, attn, mask, old, adv, mask.sum(1), sampler_logps=old.clone())
 
 
-def test_two_ranks_train_like_one_rank():
-    cfg = load_config("configs/tiny.yaml", ARGS)
+@pytest.mark.parametrize("sharding", ["replicate", "fsdp"])
+def test_two_ranks_train_like_one_rank(sharding):
+    """Then, on 13 rows (mini-batches of 8 and 5), the ranks run 2+2 and then 1+2 micro-batches: under FSDP the
+    short rank runs an empty pass to keep the collectives in step, and the losses still match one rank's."""
+    cfg = load_config("configs/tiny.yaml", ARGS + [f"trainer.sharding={sharding}"])
     one = Trainer(cfg, MODEL, MODEL)
     batch = random_batch(one)
     batch.ref_logps, _ = one.logprobs(batch.input_ids, batch.attention_mask, "reference")
+    odd = random_batch(one, B=13, seed=1)
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         group = TrainerGroup(cfg, MODEL, MODEL, [{"num_cpus": 1}] * 2)
-        ref2, _ = group.logprobs(batch.input_ids, batch.attention_mask, "reference")  # rows split over ranks
-        assert torch.allclose(ref2, batch.ref_logps, atol=1e-5)
+        # rows split over ranks (7 + 6 under FSDP: the short shard is padded); compared on the scored tokens, as
+        # positions past a row's end hold pad-token values that depend on the micro-batch grouping
+        ref2, _ = group.logprobs(odd.input_ids, odd.attention_mask, "reference")
+        ref1, _ = one.logprobs(odd.input_ids, odd.attention_mask, "reference")
+        assert torch.allclose(ref2[odd.mask], ref1[odd.mask], atol=1e-5)
+        own2, _ = group.logprobs(odd.input_ids, odd.attention_mask)  # the policy: sharded under FSDP
+        own1, _ = one.logprobs(odd.input_ids, odd.attention_mask)
+        assert torch.allclose(own2[odd.mask], own1[odd.mask], atol=1e-5)
         m1, before1, rows1 = one.update(batch)
+        w1 = {k: v.clone() for k, v in one.weights()}  # views of the live weights otherwise
         m2, before2, rows2 = group.update(batch)
         w2 = dict(unpack_tensors(ray.get(group.weights())))
+        odd1, _, _ = one.update(odd)
+        odd2, _, _ = group.update(odd)
         group.shutdown()
     finally:
         ray.shutdown()
-    w1 = dict(unpack_tensors(one.weights()))
     assert m1["optimizer_steps"] == m2["optimizer_steps"] == 4
     for key in ["loss/policy", "loss/kl", "policy/entropy", "loss/clip_frac", "moe/expert_load_cv", "grad_norm"]:
         assert m2[key] == pytest.approx(m1[key], rel=1e-3, abs=1e-6), key
-    assert torch.equal(rows1, rows2) and torch.allclose(before1, before2, atol=1e-5)
-    w0 = dict(unpack_tensors(Trainer(cfg, MODEL, MODEL).weights()))
+    seen = batch.mask & rows1[:, None]
+    assert torch.equal(rows1, rows2) and torch.allclose(before1[seen], before2[seen], atol=1e-5)
+    assert odd2["optimizer_steps"] == 4 and odd2["loss/kl"] == pytest.approx(odd1["loss/kl"], rel=1e-3, abs=1e-6)
+    assert odd2["loss/policy"] == pytest.approx(odd1["loss/policy"], rel=1e-3, abs=1e-6)
+    w0 = dict(Trainer(cfg, MODEL, MODEL).weights())
     moved = max(float((w1[k] - w0[k]).abs().max()) for k in w1)
-    worst = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
+    diff = torch.cat([(w1[k] - w2[k]).abs().flatten() for k in w1])
     assert moved > 1e-4  # the steps did move the weights, so agreeing below is not trivial
-    assert worst < min(PARAM_TOL, 0.05 * moved), f"2 ranks differ from 1 rank by {worst:.2e} (moved {moved:.2e})"
+    apart = int((diff > PARAM_TOL).sum())
+    assert apart <= 1e-5 * diff.numel(), f"{apart} coordinates differ by more than {PARAM_TOL}"
+    assert float(diff.max()) < 0.1 * moved, f"2 ranks differ from 1 rank by {float(diff.max()):.2e} (moved {moved:.2e})"
 
 
 def test_plan_split_and_colocated():

@@ -64,17 +64,24 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         train(load_config("configs/tiny.yaml", COMMON + [f"run.dir={tmp_path}", "run.resume=true"]))
 
 
-def test_resume_with_two_trainer_ranks(tmp_path):
-    """trainer.ranks=2: rank 0 writes the weights, optimizer and schedule, every rank its RNG; a resumed run's ranks
-    load them, so step 3's learning rate continues the warm-up and its logprobs match the engines' (started from
-    the same checkpoint)."""
+@pytest.mark.parametrize("sharding", ["replicate", "fsdp"])
+def test_resume_with_two_trainer_ranks(tmp_path, sharding):
+    """trainer.ranks=2: rank 0 writes the weights, optimizer and schedule (under FSDP gathered whole from the
+    shards), every rank its RNG; a resumed run's ranks load them, so step 3's learning rate continues the warm-up
+    and its logprobs match the engines' (started from the same checkpoint)."""
     from rl.data.sampler import EpochSampler
 
-    args = ["trainer.ranks=2", "trainer.warmup_steps=4", "trainer.prompts_per_step=4", "rollout.n=4",
+    args = ["trainer.ranks=2", f"trainer.sharding={sharding}", "trainer.warmup_steps=4", "trainer.prompts_per_step=4", "rollout.n=4",
             "rollout.max_new_tokens=32", "run.eval_before=false", "run.eval_after=false", "run.save_every=1",
             "run.save_checkpoint=false", f"run.dir={tmp_path}"]
     train(load_config("configs/tiny.yaml", args + ["trainer.steps=2"]))
-    assert (tmp_path / "checkpoints" / "step-000002" / "rng_rank1.pt").is_file()
+    step2 = tmp_path / "checkpoints" / "step-000002"
+    assert (step2 / "rng_rank1.pt").is_file()
+    state = torch.load(step2 / "trainer_state.pt", weights_only=False)
+    assert state["sharding"] == sharding
+    if sharding == "fsdp":  # the whole optimizer state, keyed by parameter name, in full shapes
+        exp_avg = state["optimizer"]["state"]["model.embed_tokens.weight"]["exp_avg"]
+        assert exp_avg.shape == (471, 128) and float(exp_avg.abs().sum()) > 0
     summary = train(load_config("configs/tiny.yaml", args + ["trainer.steps=3", "run.resume=true"]))
     assert summary["resumed_from_step"] == 2
     got = ledger(tmp_path)
