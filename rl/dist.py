@@ -52,8 +52,9 @@ def all_reduce_grads_(params: list[torch.nn.Parameter]) -> None:
         offset += p.numel()
 
 
-def shard_policy(model: torch.nn.Module) -> None:
-    """FSDP2 over the process group: one unit per decoder layer (the model's `_no_split_modules`), then the root.
+def shard_model(model: torch.nn.Module) -> None:
+    """FSDP2 over the process group (the policy, and the frozen reference the same way): one unit per decoder
+    layer (the model's `_no_split_modules`), then the root.
     FSDP averages the ranks' gradients; each rank's loss uses the global counts, so `rl.step` scales it by the
     world size to make that average the sum (gloo has no PREMUL_SUM for `set_gradient_divide_factor(1)`)."""
     from torch.distributed.device_mesh import init_device_mesh

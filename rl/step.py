@@ -68,7 +68,7 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
         if moe.aux_loss_coef > 0 and fwd.aux_loss is not None:  # weighted by the micro-batch's share of the batch
             loss = loss + moe.aux_loss_coef * fwd.aux_loss * (len(mb) / len(batch))
             sums["aux"] += float(fwd.aux_loss.detach()) * len(mb) / len(batch)
-        (loss * ranks if sharded else loss).backward()  # FSDP averages over the ranks (rl.dist.shard_policy)
+        (loss * ranks if sharded else loss).backward()  # FSDP averages over the ranks (rl.dist.shard_model)
         sums["loss"] += float(loss.detach())
         sums["clip"] += float(m["clip_frac"]) * int(mask.sum())
         sums["entropy"] += float(torch.where(mask, fwd.entropy, 0.0).sum())

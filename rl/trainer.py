@@ -11,7 +11,7 @@ import torch
 
 from rl.batch import TrainBatch
 from rl.config import Config
-from rl.dist import full_state, shard_policy, world
+from rl.dist import full_state, shard_model, world
 from rl.logprobs import batched_logprobs
 from rl.moe import freeze_router, logprobs_and_routing, top_k_of
 from rl.parity import max_logprob_gap
@@ -37,7 +37,9 @@ class Trainer:
         self._weight_bytes = sum(t.numel() * t.element_size() for t in self.policy.state_dict().values())
         self.sharded = cfg.trainer.sharding == "fsdp" and world()[1] > 1
         if self.sharded:
-            shard_policy(self.policy)
+            for net in (self.policy, self.reference):
+                if net is not None:
+                    shard_model(net)
         t = cfg.trainer
         self.optimizer, self.scheduler = make_optimizer(self.policy, t.lr, t.betas, t.weight_decay, t.warmup_steps)
 

@@ -73,11 +73,12 @@ class TrainerGroup:
 
     def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: str = "policy",
                  with_routing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Each rank scores its rows; the results are concatenated in row order. Under FSDP every rank scores as
-        many rows as the others (so as many micro-batches): short shards are padded with row 0, then cut."""
+        """Each rank scores its rows; the results are concatenated in row order. Under FSDP (policy and reference
+        are both sharded) every rank scores as many rows as the others, so as many micro-batches: short shards are
+        padded with row 0, then cut."""
         n, k = len(input_ids), len(self.ranks)
         bounds = [shard_bounds(n, r, k) for r in range(k)]
-        pad = -(-n // k) if self.sharded and model == "policy" else 0
+        pad = -(-n // k) if self.sharded else 0
         calls = [(r, list(range(a, b)) + [0] * max(pad - (b - a), 0), b - a) for r, (a, b) in zip(self.ranks, bounds)]
         calls = [c for c in calls if c[1]]
         parts = ray.get([r.call.remote("logprobs", input_ids[i], attention_mask[i], model, with_routing)
