@@ -51,6 +51,9 @@ class RolloutConfig:
     """CPUs reserved by each engine actor in Ray."""
     engine_gpus: float = 0.0
     """GPUs reserved by each engine actor (0 on CPU)."""
+    engine_threads: int = 0
+    """CPU threads each engine computes with; 0 means `engine_cpus` (what Ray gives an actor). More than
+    engine_cpus pays in synchronous runs, where the trainer idles while the engines generate."""
     max_engine_restarts: int = 3
     """How many times in a run a dead engine is started again (its unfinished prompts are sent again)."""
     shared_memory_sync: bool = True
@@ -316,6 +319,7 @@ def validate(cfg: Config) -> Config:
         ((a.mini_batch_size or cfg.trainer.prompts_per_step * cfg.rollout.n) >= cfg.trainer.ranks,
          "every trainer rank needs rows: algo.mini_batch_size (or the whole batch) must be >= trainer.ranks"),
         (cfg.rollout.engine_cpus > 0 and cfg.trainer.rank_cpus > 0, "rollout.engine_cpus and trainer.rank_cpus must be > 0"),
+        (cfg.rollout.engine_threads >= 0, "rollout.engine_threads must be >= 0 (0: rollout.engine_cpus)"),
         (cfg.rollout.engine_gpus >= 0 and cfg.trainer.rank_gpus >= 0, "rollout.engine_gpus and trainer.rank_gpus must be >= 0"),
         (cfg.rollout.max_engine_restarts >= 0, "rollout.max_engine_restarts must be >= 0"),
         (not cfg.cluster.colocate or cfg.trainer.ranks > 1,

@@ -94,7 +94,7 @@ class Session:
             engine_kwargs={
                 "dtype": cfg.model.dtype, "seed": r.seed, "enforce_eager": r.enforce_eager,
                 "kv_cache_gib": r.kv_cache_gib, "gpu_memory_utilization": r.gpu_memory_utilization,
-                "max_model_len": longest + r.max_new_tokens,
+                "max_model_len": longest + r.max_new_tokens, "threads": r.engine_threads,
             },
         )
         return cls(cfg, model_path, tokenizer, train_rows, eval_rows, train_ids, eval_ids, pool, trainer, pg)

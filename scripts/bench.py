@@ -74,9 +74,14 @@ def standalone_vllm_tokens_per_s(cfg, prompts: int, repeats: int = 3) -> float:
     tok = AutoTokenizer.from_pretrained(cfg.model.path)
     rows = load_prompts(cfg.data.train)[:prompts]
     ids = [tok(apply_template(x.question, cfg.data.template))["input_ids"] for x in rows]
+    omp = os.environ.get("OMP_NUM_THREADS")
     llm = create_engine(cfg.model.path, dtype=cfg.model.dtype, seed=r.seed, enforce_eager=r.enforce_eager,
                         kv_cache_gib=r.kv_cache_gib, gpu_memory_utilization=r.gpu_memory_utilization,
-                        max_model_len=max(map(len, ids)) + r.max_new_tokens)
+                        max_model_len=max(map(len, ids)) + r.max_new_tokens, threads=r.engine_threads)
+    if omp is None:  # the engine read it; TRL's subprocess must not inherit it
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = omp
     params = sampling_params(r.n, r.temperature, r.top_p, r.max_new_tokens, list(r.stop))
     generate_groups(llm, ids, list(range(len(ids))), params)  # warm-up
     rates = []

@@ -11,7 +11,7 @@ from rl.evaluate import sampling_dict
 from rl.session import Session
 from rl.train import rl_step
 
-ARGS = ["rollout.num_engines=2", "trainer.ranks=2", "cluster.strategy=SPREAD", "trainer.prompts_per_step=4",
+ARGS = ["rollout.num_engines=2", "rollout.engine_threads=1", "trainer.ranks=2", "cluster.strategy=SPREAD", "trainer.prompts_per_step=4",
         "rollout.n=4", "rollout.max_new_tokens=32", "data.eval_size=16", "trainer.micro_batch_size=8",
         "trainer.lr=1e-3", "algo.kl_coef=0"]
 
@@ -52,7 +52,7 @@ def test_removed_node_engine_is_recreated_elsewhere(tmp_path, monkeypatch):
     for _ in range(3):
         cluster.add_node(num_cpus=1)
     monkeypatch.setenv("RAY_ADDRESS", cluster.address)
-    cfg = load_config("configs/tiny.yaml", ["rollout.num_engines=2", "cluster.strategy=SPREAD", "data.eval_size=16",
+    cfg = load_config("configs/tiny.yaml", ["rollout.num_engines=2", "rollout.engine_threads=1", "cluster.strategy=SPREAD", "data.eval_size=16",
                                             f"run.dir={tmp_path}"])
     s = Session.start(cfg, trainable=False)
     try:

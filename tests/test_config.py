@@ -24,6 +24,8 @@ def test_tiny_yaml_loads_with_overrides():
         ("algo.kl_estimator=k9", "algo.kl_estimator"),
         ("rollout.n=1", "rollout.n"),
         ("reward.accuracy_verifier=code", "reward.accuracy_verifier"),
+        ("rollout.engine_threads=-1", "rollout.engine_threads"),
+        ("trainer.sharding=zero3", "trainer.sharding"),
     ],
 )
 def test_bad_override_names_the_key(override, needle):

@@ -14,7 +14,7 @@ from rl.evaluate import sampling_dict
 from rl.session import Session
 from rl.train import rl_step
 
-SMALL = ["rollout.num_engines=2", "trainer.prompts_per_step=32", "rollout.n=8", "rollout.max_new_tokens=64",
+SMALL = ["rollout.num_engines=2", "rollout.engine_threads=1", "trainer.prompts_per_step=32", "rollout.n=8", "rollout.max_new_tokens=64",
          "data.eval_size=16", "trainer.micro_batch_size=64", "trainer.lr=1e-3", "algo.kl_coef=0"]
 
 
