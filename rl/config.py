@@ -320,6 +320,8 @@ def validate(cfg: Config) -> Config:
          "every trainer rank needs rows: algo.mini_batch_size (or the whole batch) must be >= trainer.ranks"),
         (cfg.rollout.engine_cpus > 0 and cfg.trainer.rank_cpus > 0, "rollout.engine_cpus and trainer.rank_cpus must be > 0"),
         (cfg.rollout.engine_threads >= 0, "rollout.engine_threads must be >= 0 (0: rollout.engine_cpus)"),
+        (cfg.trainer.sharding == "replicate" or cfg.trainer.ranks > 1,
+         "trainer.sharding=fsdp needs trainer.ranks > 1 (one rank trains the whole policy in the driver)"),
         (cfg.rollout.engine_gpus >= 0 and cfg.trainer.rank_gpus >= 0, "rollout.engine_gpus and trainer.rank_gpus must be >= 0"),
         (cfg.rollout.max_engine_restarts >= 0, "rollout.max_engine_restarts must be >= 0"),
         (not cfg.cluster.colocate or cfg.trainer.ranks > 1,

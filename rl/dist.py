@@ -1,10 +1,15 @@
-"""torch.distributed helpers for the sharded trainer: DDP's arithmetic, done once per optimizer step.
+"""torch.distributed helpers for the trainer ranks.
 
-Every rank holds the whole policy and trains on its rows of each mini-batch. Losses are normalised by the
-mini-batch's global counts, so the ranks' losses sum to the one-rank loss; gradients are then summed with one
-all-reduce per optimizer step. We do not wrap the model in `DistributedDataParallel`: its per-backward hooks
+Every rank trains on its rows of each mini-batch. Losses are normalised by the mini-batch's global counts, so the
+ranks' losses sum to the one-rank loss.
+
+trainer.sharding=replicate: every rank holds the whole policy; gradients are summed with one all-reduce per
+optimizer step (DDP's arithmetic). We do not wrap the model in `DistributedDataParallel`: its per-backward hooks
 need every rank to run the same number of micro-batches and to touch the same parameters, and an MoE layer
 routes each rank's tokens to different experts. Plain all-reduces: gloo here, and NCCL would run them unchanged.
+
+trainer.sharding=fsdp: `shard_model` (FSDP2); every rank then takes part in every forward (`micro_batches`) and
+in gathering the whole state (`full_state`).
 """
 
 from __future__ import annotations

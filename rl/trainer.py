@@ -35,7 +35,7 @@ class Trainer:
             freeze_router(self.policy)
         self.reference = load_policy(reference_path, cfg.model.dtype, trainable=False) if cfg.algo.kl_coef > 0 else None
         self._weight_bytes = sum(t.numel() * t.element_size() for t in self.policy.state_dict().values())
-        self.sharded = cfg.trainer.sharding == "fsdp" and world()[1] > 1
+        self.sharded = cfg.trainer.sharding == "fsdp" and world()[1] > 1  # one rank (validated): never sharded
         if self.sharded:
             for net in (self.policy, self.reference):
                 if net is not None:
@@ -109,7 +109,7 @@ class Trainer:
         """Everything `save` wrote but the weights, which the policy was loaded from."""
         folder = Path(folder)
         state = torch.load(folder / TRAINER_STATE, weights_only=False)
-        written = state.get("sharding", "replicate")
+        written = state.get("sharding", "replicate")  # checkpoints from before trainer.sharding existed
         if written != ("fsdp" if self.sharded else "replicate"):
             raise ValueError(f"{folder / TRAINER_STATE} holds optimizer state written with trainer.sharding={written} "
                              f"(and trainer.ranks > 1 for fsdp); resume with the same settings")

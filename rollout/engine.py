@@ -9,7 +9,7 @@ from rollout.types import Completion, RolloutGroup
 
 
 def create_engine(model_path: str, *, dtype: str, seed: int, enforce_eager: bool, kv_cache_gib: int,
-                  gpu_memory_utilization: float, max_model_len: int, threads: int = 0):
+                  gpu_memory_utilization: float, max_model_len: int, threads: int):
     """A vLLM engine running in this process, so `collective_rpc` can reach its worker directly. `threads` > 0:
     the CPU threads it computes with (vLLM reads OMP_NUM_THREADS when it binds its threads)."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"

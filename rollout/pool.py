@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import ray
 import torch
 
-from rollout.shared_memory import SharedWeights, has_room
+from rollout.shared_memory import SharedWeights
 from rollout.types import RolloutGroup
 from rollout.weight_sync import PackedWeights, pack_tensors
 from rollout.worker import RolloutWorker
@@ -39,8 +39,8 @@ class Pending:
 
 class RolloutPool:
     def __init__(self, model_path: str, *, engine_kwargs: dict, actor_options: list[dict],
-                 capture_routing_top_k: int = 0, max_restarts: int = 3, restart_timeout_s: float = 120.0,
-                 shared_memory: bool = True):
+                 shared_memory: bool, capture_routing_top_k: int = 0, max_restarts: int = 3,
+                 restart_timeout_s: float = 120.0):
         """`actor_options`: Ray options per engine (resources and placement bundle, rl.placement).
         `shared_memory`: engines on this node get the weights through /dev/shm (rollout.shared_memory)."""
         self.args = (model_path, engine_kwargs)
@@ -166,8 +166,9 @@ class RolloutPool:
             nbytes = sum(t.numel() * t.element_size() for _, t in weights)
         else:
             nbytes = sum(b.nbytes for b in weights.buffers.values())
-        if local and nbytes > self.shared.size and not has_room(nbytes):
-            logger.warning("/dev/shm lacks room for the weights; sending them through the object store")
+        if local and not self.shared.reserve(nbytes):
+            logger.warning("cannot allocate %.0f MB in /dev/shm for the weights; sending them through the object "
+                           "store from now on", nbytes / 1e6)
             self.shared.close()
             self.shared, local = None, []
         return local

@@ -10,6 +10,7 @@ loading before it returns, and the next write is the next sync.
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 import uuid
@@ -60,8 +61,23 @@ class SharedWeights:
         remove_stale(folder)
         self.path = folder / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.map: mmap.mmap | None = None
+        self.fd: int | None = None  # held open with an flock while the file is ours (remove_stale)
         self.size = 0
         self.regions: dict[str, tuple[int, int]] = {}
+
+    def reserve(self, nbytes: int) -> bool:
+        """Makes the file hold `nbytes` of weights (plus alignment) with every page allocated now, so a later
+        write cannot hit a full tmpfs (SIGBUS); False when /dev/shm has no room for it."""
+        size = nbytes + ALIGN * 8
+        if size <= self.size:
+            return True
+        if not has_room(size, self.path.parent):
+            return False
+        try:
+            self._grow(size)
+        except OSError:
+            return False
+        return True
 
     def pack(self, items: list[tuple[str, torch.Tensor]]) -> tuple[PackedWeights, SharedHandle]:
         """Packs `items` straight into the file: the packing copy is the only copy on this node."""
@@ -78,34 +94,49 @@ class SharedWeights:
     def _views(self, nbytes: dict[str, int]) -> dict[str, np.ndarray]:
         self.regions, size = regions_of(nbytes)
         if size > self.size:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                os.ftruncate(fd, size)
-                self.map = mmap.mmap(fd, size)  # an older, smaller map is freed once no view of it is left
-            finally:
-                os.close(fd)
-            self.size = size
+            self._grow(size)
         data = np.frombuffer(self.map, dtype=np.uint8)
         return {key: data[offset : offset + n] for key, (offset, n) in self.regions.items()}
+
+    def _grow(self, size: int) -> None:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        os.ftruncate(self.fd, size)
+        os.posix_fallocate(self.fd, 0, size)
+        self.map = mmap.mmap(self.fd, size)  # an older, smaller map is freed once no view of it is left
+        self.size = size
 
     def close(self) -> None:
         self.map = None  # unmapped when the last view of it goes
         self.path.unlink(missing_ok=True)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def remove_stale(folder: Path = SHM_DIR) -> None:
-    """Files left by drivers that were killed (SIGKILL skips `close`): their pid no longer runs."""
+    """Files left by drivers that were killed (SIGKILL skips `close`): no process holds their lock any more."""
     for f in folder.glob(f"{PREFIX}*"):
         try:
-            pid = int(f.name.removeprefix(PREFIX).split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            f.unlink(missing_ok=True)
-        except (ValueError, PermissionError, OSError):
+            fd = os.open(f, os.O_RDONLY)
+        except OSError:
             continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            f.unlink(missing_ok=True)
+        except OSError:
+            pass  # a live driver holds it
+        finally:
+            os.close(fd)
 
 
 _maps: dict[str, tuple[int, mmap.mmap]] = {}  # engine side: path -> (size, read-only map), kept across syncs
+
+
+def release_shared() -> None:
+    """The engine's side: drop the maps (the driver stopped using shared memory, so its pages can go)."""
+    _maps.clear()
 
 
 def open_shared(handle: SharedHandle) -> PackedWeights:

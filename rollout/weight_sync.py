@@ -114,9 +114,12 @@ class ExpertPlan:
 
 def expert_plan(model: torch.nn.Module, names: list[str]) -> ExpertPlan | None:
     """The plan for these checkpoint names, or None when they do not cover every CPU fused-MoE layer's
-    experts exactly once (another naming, an expert bias, several MoE modules per decoder layer)."""
+    experts exactly once (another naming, an expert bias, several MoE modules per decoder layer, a per-expert
+    tensor that is not a w1/w3/w2 weight)."""
     layers = {}
     for module, fused in _cpu_moe_layers(model).items():
+        if hasattr(module, "w13_bias") or hasattr(module, "w2_bias"):
+            return None
         qualified = next(n for n, m in model.named_modules() if m is module)
         found = _LAYER.search(qualified)
         if found is None or int(found.group(1)) in layers:
@@ -125,8 +128,11 @@ def expert_plan(model: torch.nn.Module, names: list[str]) -> ExpertPlan | None:
     slots = {}
     for name in names:
         found = _EXPERT_NAME.search(name)
-        if found is not None and found.group(3) in _SHARD and int(found.group(1)) in layers:
-            slots[name] = (int(found.group(1)), _SHARD[found.group(3)], int(found.group(2)))
+        if found is None:
+            continue
+        if found.group(3) not in _SHARD or int(found.group(1)) not in layers:
+            return None  # an expert tensor the plan would not know where to put
+        slots[name] = (int(found.group(1)), _SHARD[found.group(3)], int(found.group(2)))
     expected = {(layer, shard, e) for layer, (m, _) in layers.items() for shard in ("w1", "w3", "w2")
                 for e in range(m.w13_weight.shape[0])}
     if not layers or set(slots.values()) != expected or len(slots) != len(expected):
@@ -142,7 +148,7 @@ def load_experts(plan: ExpertPlan, tensors: dict[str, torch.Tensor]) -> None:
     for name, (layer, shard, e) in plan.slots.items():
         t = tensors[name]
         module = plan.layers[layer][0]
-        if layer not in staged:
+        if layer not in staged:  # w13 (E, 2I, H) and w2 (E, H, I), unpadded: the kernel pads and prepacks them
             inter, hidden = t.shape if shard != "w2" else t.shape[::-1]
             n, dtype = module.w13_weight.shape[0], module.w13_weight.dtype
             staged[layer] = (torch.empty(n, 2 * inter, hidden, dtype=dtype), torch.empty(n, hidden, inter, dtype=dtype))
@@ -198,7 +204,7 @@ def reload_in_place(worker, items: list[tuple[str, torch.Tensor]]) -> str:
     which halves the engine's load time on the tiny MoE. No plan, or a failed proof: every load is the walk.
     """
     model = worker.model_runner.model
-    plan = getattr(worker, "purerl_expert_plan", None)
+    plan = getattr(worker, "purerl_expert_plan", None)  # None: not tried yet; False: no plan, always the walk
     names = [n for n, _ in items]
     if plan is not None and plan is not False and set(plan.slots) <= set(names):
         _reload(worker, [(n, t) for n, t in items if n not in plan.slots], plan)
@@ -214,16 +220,21 @@ def reload_in_place(worker, items: list[tuple[str, torch.Tensor]]) -> str:
 
 
 def _proven_plan(model: torch.nn.Module, items: list[tuple[str, torch.Tensor]]) -> ExpertPlan | bool:
+    """Right after vLLM's own load of `items`: the plan if loading the same experts directly reproduces vLLM's
+    prepacked tensors bit for bit, else False (with vLLM's tensors put back and a warning)."""
     plan = expert_plan(model, [n for n, _ in items])
     if plan is None:
         return False
     want = {layer: (m.w13_weight.clone(), m.w2_weight.clone()) for layer, (m, _) in plan.layers.items()}
-    load_experts(plan, dict(items))
-    same = all(torch.equal(m.w13_weight, want[layer][0]) and torch.equal(m.w2_weight, want[layer][1])
-               for layer, (m, _) in plan.layers.items())
+    try:
+        load_experts(plan, dict(items))
+        same = all(torch.equal(m.w13_weight, want[layer][0]) and torch.equal(m.w2_weight, want[layer][1])
+                   for layer, (m, _) in plan.layers.items())
+        failure = "did not reproduce vLLM's"
+    except Exception as e:  # an unexpected layout: the walk still works
+        same, failure = False, f"failed ({type(e).__name__}: {e})"
     if not same:
-        warnings.warn("weight sync: the direct expert load did not reproduce vLLM's; using reload_weights only",
-                      stacklevel=1)
+        warnings.warn(f"weight sync: the direct expert load {failure}; using reload_weights only", stacklevel=1)
         for layer, (m, _) in plan.layers.items():  # put vLLM's own result back
             m.w13_weight, m.w2_weight = (torch.nn.Parameter(w, requires_grad=False) for w in want[layer])
     return plan if same else False

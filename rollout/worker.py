@@ -10,7 +10,7 @@ import ray
 
 from rollout.engine import create_engine, generate_groups, sampling_params
 from rollout.routing import install_capture
-from rollout.shared_memory import SharedHandle, open_shared
+from rollout.shared_memory import SharedHandle, open_shared, release_shared
 from rollout.types import RolloutGroup
 from rollout.weight_sync import PackedWeights, push_weights, unpack_tensors
 
@@ -39,6 +39,8 @@ class RolloutWorker:
         t = time.perf_counter()
         if isinstance(items, SharedHandle):
             items = open_shared(items)
+        else:
+            release_shared()
         push_weights(self.llm, unpack_tensors(items) if isinstance(items, PackedWeights) else items)
         return time.perf_counter() - t
 

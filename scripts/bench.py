@@ -167,6 +167,7 @@ def main() -> None:
         "trl_step_s": trl_steps.get(best_mode),
         "trl_mode": best_mode,
         "trl_step_s_by_mode": trl_steps,
+        "trl_step_split_s": trl_split(ok[best_mode]) if best_mode else None,
         "trl_errors": {k: v["error"] for k, v in trl.items() if "error" in v},
         "speedup_vs_trl": trl_steps[best_mode] / purerl_step if best_mode else None,
         "async_step_s": async_step,
@@ -186,6 +187,15 @@ def main() -> None:
     print_table(result)
 
 
+def trl_split(run: dict) -> dict[str, float] | None:
+    """TRL's mean step split over the timed steps: generation, the rest of its rollout stage (rewards, advantages,
+    old and reference logprobs), and training (forward, backward, optimizer)."""
+    if len(run.get("generate_s", [])) != len(run["step_s"]) or len(run.get("prepare_s", [])) != len(run["step_s"]):
+        return None  # one call each per step is what the split assumes
+    gen, prep, step = (mean(run[k][1:]) for k in ("generate_s", "prepare_s", "step_s"))
+    return {"generate": gen, "score_and_logprobs": prep - gen, "train": step - prep}
+
+
 def print_table(r: dict) -> None:
     rows = [("purerl step (s)", f"{r['purerl_step_s']:.3f}")]
     for mode, s in r["trl_step_s_by_mode"].items():
@@ -201,6 +211,8 @@ def print_table(r: dict) -> None:
         (f"train_mfu (fp32 matmul peak {r['matmul_peak_gflops']:.0f} GFLOP/s)", f"{r['train_mfu']:.3f}"),
     ]
     rows += [(f"  step split: {k}", f"{v:.3f} s ({v / r['purerl_step_s']:.0%})") for k, v in r["step_split_s"].items()]
+    for k, v in (r["trl_step_split_s"] or {}).items():
+        rows.append((f"  TRL ({r['trl_mode']}) step split: {k}", f"{v:.3f} s ({v / r['trl_step_s']:.0%})"))
     rows += [("purerl step, rollout.async=true (s)", f"{r['async_step_s']:.3f}"),
              ("async_speedup_vs_sync", f"{r['async_speedup_vs_sync']:.2f}")]
     width = max(len(a) for a, _ in rows)

@@ -61,8 +61,23 @@ def run(args) -> dict:
     times = StepTimes()
     trainer = GRPOTrainer(model=model, reward_funcs=[math_and_format], args=cfg, train_dataset=data,
                           processing_class=tok, callbacks=[times])
+    # TRL's own step split: `_generate` samples the completions; `_generate_and_score_completions` wraps it and
+    # adds rewards, advantages and the old/reference logprob forwards; the rest of the step is the training.
+    parts = {"generate_s": [], "prepare_s": []}
+    for key, name in (("generate_s", "_generate"), ("prepare_s", "_generate_and_score_completions")):
+        setattr(trainer, name, timed(getattr(trainer, name), parts[key]))
     trainer.train()
-    return {"mode": args.mode, "step_s": times.times, "threads": torch.get_num_threads()}
+    return {"mode": args.mode, "step_s": times.times, **parts, "threads": torch.get_num_threads()}
+
+
+def timed(fn, out: list[float]):
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        result = fn(*args, **kwargs)
+        out.append(time.perf_counter() - t)
+        return result
+
+    return wrapper
 
 
 def main() -> None:

@@ -43,7 +43,8 @@ def main() -> None:
     rows = load_prompts("rl/data/arithmetic/heldout.jsonl")[: args.prompts]
     ids = [tok(apply_template(r.question, "r1_zero"))["input_ids"] for r in rows]
     llm = create_engine(args.model, dtype=args.dtype, seed=0, enforce_eager=True, kv_cache_gib=1,
-                        gpu_memory_utilization=0.3, max_model_len=max(map(len, ids)) + args.max_new_tokens)
+                        gpu_memory_utilization=0.3, max_model_len=max(map(len, ids)) + args.max_new_tokens,
+                        threads=0)
     llm.collective_rpc(install_capture, args=(k,))
     groups = generate_groups(llm, ids, list(range(len(ids))), sampling_params(args.n, 1.0, 1.0, args.max_new_tokens,
                                                                             ["</answer>"]), capture_routing=True)

@@ -26,6 +26,7 @@ def test_tiny_yaml_loads_with_overrides():
         ("reward.accuracy_verifier=code", "reward.accuracy_verifier"),
         ("rollout.engine_threads=-1", "rollout.engine_threads"),
         ("trainer.sharding=zero3", "trainer.sharding"),
+        ("trainer.sharding=fsdp", "trainer.sharding=fsdp needs trainer.ranks > 1"),
     ],
 )
 def test_bad_override_names_the_key(override, needle):

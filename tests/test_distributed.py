@@ -18,9 +18,10 @@ ARGS = ["trainer.ranks=2", "algo.epochs=2", "algo.mini_batch_size=8", "trainer.m
         "trainer.lr=1e-4", "algo.kl_coef=0.05", "algo.loss_agg=token_mean", "trainer.threads=1"]
 # Two ranks sum their gradients in a different order than one rank accumulates them: float32 rounding, grown by
 # four AdamW steps on random tokens (grad norms ~1e5). Adam's step is ill-conditioned where a gradient is near
-# zero, so a coordinate or two can move apart by more. Measured: replicate 2.4e-6 at most after moving 4.0e-4;
-# fsdp 1 of 1.9 M coordinates 1.6e-5 apart (an embedding row), every other one below 6e-7. The test allows
-# 1e-6 on all but 1e-5 of the coordinates and 10% of the movement on the rest; 1e-3 relative on the metrics.
+# zero, so a coordinate or two can move apart by more. Measured: replicate 2.4e-6 at most after moving 4.0e-4
+# (allowed: 1e-5 and 5% of the movement); fsdp 1 of 1.9 M coordinates 1.6e-5 apart (an embedding row), every
+# other one below 6e-7 (allowed: 1e-6 on all but 1e-5 of the coordinates, 10% of the movement on the rest).
+# Metrics: 1e-3 relative.
 PARAM_TOL = 1e-6
 
 
@@ -76,9 +77,13 @@ def test_two_ranks_train_like_one_rank(sharding):
     moved = max(float((w1[k] - w0[k]).abs().max()) for k in w1)
     diff = torch.cat([(w1[k] - w2[k]).abs().flatten() for k in w1])
     assert moved > 1e-4  # the steps did move the weights, so agreeing below is not trivial
-    apart = int((diff > PARAM_TOL).sum())
-    assert apart <= 1e-5 * diff.numel(), f"{apart} coordinates differ by more than {PARAM_TOL}"
-    assert float(diff.max()) < 0.1 * moved, f"2 ranks differ from 1 rank by {float(diff.max()):.2e} (moved {moved:.2e})"
+    worst = float(diff.max())
+    if sharding == "replicate":
+        assert worst < min(1e-5, 0.05 * moved), f"2 ranks differ from 1 rank by {worst:.2e} (moved {moved:.2e})"
+    else:
+        apart = int((diff > PARAM_TOL).sum())
+        assert apart <= 1e-5 * diff.numel(), f"{apart} coordinates differ by more than {PARAM_TOL}"
+        assert worst < 0.1 * moved, f"2 ranks differ from 1 rank by {worst:.2e} (moved {moved:.2e})"
 
 
 def test_plan_split_and_colocated():

@@ -33,14 +33,17 @@ def test_shared_memory_roundtrip_grows_and_cleans_up(tmp_path):
     shared.close()
     assert not shared.path.exists()
 
-    dead = tmp_path / f"{PREFIX}999999999-abcd"  # no such pid: a killed driver's file
+    dead = tmp_path / f"{PREFIX}999999999-abcd"  # nobody holds its lock: a killed driver's file
     dead.write_bytes(b"x")
     alive = SharedWeights(tmp_path)
     alive.write(pack_tensors(items))
     remove_stale(tmp_path)
     assert not dead.exists() and alive.path.exists()
-    alive.close()
     assert has_room(1 << 20, tmp_path) and not has_room(1 << 60, tmp_path)
+    # reserving allocates every page now (a later write cannot SIGBUS); an impossible size is refused
+    assert alive.reserve(1 << 20) and alive.path.stat().st_blocks * 512 >= 1 << 20 and not alive.reserve(1 << 60)
+    alive.close()
+    assert not alive.path.exists()
 
 
 def test_engine_loads_experts_directly_and_exactly():
@@ -75,6 +78,11 @@ def test_engine_loads_experts_directly_and_exactly():
         _reload(w, unpack_tensors(packed))
         _repack_moe(w.model_runner.model)
 
+    def load(w, packed):
+        from rollout.weight_sync import reload_in_place
+
+        return reload_in_place(w, unpack_tensors(packed))
+
     def plan_state(w):
         plan = getattr(w, "purerl_expert_plan", None)
         return None if plan is None else bool(plan)
@@ -93,12 +101,12 @@ def test_engine_loads_experts_directly_and_exactly():
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         kwargs = dict(dtype="float32", seed=0, enforce_eager=True, kv_cache_gib=1, gpu_memory_utilization=0.3,
-                      max_model_len=256)
+                      max_model_len=256, threads=1)
         worker = RolloutWorker.remote(path, kwargs, 0)
         ray.get(worker.update_weights.remote(perturbed()))  # vLLM's loader; the plan is learned and proven
         assert ray.get(worker.run.remote(plan_state)) is True
         packed = perturbed()
-        ray.get(worker.update_weights.remote(packed))  # experts written directly
+        assert ray.get(worker.run.remote(load, packed)) == "direct"  # experts written directly
         direct = ray.get(worker.run.remote(experts))
         assert gap(worker) < 1e-3
         ray.get(worker.run.remote(reload_slowly, packed))
