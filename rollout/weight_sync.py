@@ -172,10 +172,11 @@ class _ExpectedMissing(logging.Filter):
         self.classes = classes
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg.endswith("Failed to load weights"):
-            return not (record.args[0] in self.classes or record.args[0].endswith("RotaryEmbedding"))
-        if record.msg.startswith("Following weights were not loaded"):
-            return not all(n.endswith(("w13_weight", "w2_weight")) for n in record.args[0])
+        msg, args = str(record.msg), record.args or ()
+        if msg.endswith("Failed to load weights") and args:
+            return not (args[0] in self.classes or str(args[0]).endswith("RotaryEmbedding"))
+        if msg.startswith("Following weights were not loaded") and args:
+            return not all(str(n).endswith(("w13_weight", "w2_weight")) for n in args[0])
         return True
 
 
@@ -206,7 +207,7 @@ def reload_in_place(worker, items: list[tuple[str, torch.Tensor]]) -> str:
     model = worker.model_runner.model
     plan = getattr(worker, "purerl_expert_plan", None)  # None: not tried yet; False: no plan, always the walk
     names = [n for n, _ in items]
-    if plan is not None and plan is not False and set(plan.slots) <= set(names):
+    if isinstance(plan, ExpertPlan) and set(plan.slots) <= set(names):
         _reload(worker, [(n, t) for n, t in items if n not in plan.slots], plan)
         load_experts(plan, dict(items))
         return "direct"

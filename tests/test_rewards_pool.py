@@ -69,8 +69,10 @@ def test_unpicklable_item_and_bad_return_are_errors():
 def test_workers_are_reused_across_calls_and_not_the_parent():
     pids1 = {r.info["pid"] for r in score_batch([(f"{HERE}:pid_verifier", "", None, {})] * 8, workers=2)}
     pids2 = {r.info["pid"] for r in score_batch([(f"{HERE}:pid_verifier", "", None, {})] * 8, workers=2)}
-    assert os.getpid() not in pids1
-    assert pids1 == pids2 and len(pids1) <= 2
+    # which worker takes which item is up to the scheduler (one may take all 8), so compare the union: fresh
+    # workers for the second call would make it larger than the pool
+    assert os.getpid() not in pids1 | pids2
+    assert len(pids1 | pids2) <= 2
 
 
 def test_factory_product_runs_in_pool():
