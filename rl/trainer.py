@@ -94,8 +94,12 @@ class Trainer:
         optimizer = self._optimizer_state()
         if rank == 0:
             torch.save({"optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
-                        "sharding": self.cfg.trainer.sharding if self.sharded else "replicate"}, folder / TRAINER_STATE)
+                        "sharding": self._sharding()}, folder / TRAINER_STATE)
         torch.save({"torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, folder / f"rng_rank{rank}.pt")
+
+    def _sharding(self) -> str:
+        """How this rank holds the optimizer state: what a checkpoint records, and must match on resume."""
+        return "fsdp" if self.sharded else "replicate"
 
     def _optimizer_state(self) -> dict:
         if not self.sharded:
@@ -110,7 +114,7 @@ class Trainer:
         folder = Path(folder)
         state = torch.load(folder / TRAINER_STATE, weights_only=False)
         written = state.get("sharding", "replicate")  # checkpoints from before trainer.sharding existed
-        if written != ("fsdp" if self.sharded else "replicate"):
+        if written != self._sharding():
             raise ValueError(f"{folder / TRAINER_STATE} holds optimizer state written with trainer.sharding={written} "
                              f"(and trainer.ranks > 1 for fsdp); resume with the same settings")
         if self.sharded:

@@ -144,7 +144,9 @@ class RolloutPool:
             weights = pack_tensors(weights)
         elif local:
             handle = self.shared.write(weights)
-        ref = weights if isinstance(weights, ray.ObjectRef) else ray.put(weights) if len(local) < len(live) else None
+        ref = weights  # an ObjectRef as it is; weights held here are put once, if any engine is on another node
+        if isinstance(weights, PackedWeights):
+            ref = ray.put(weights) if len(local) < len(live) else None
         self.weights = weights
         seconds, futures = [], {s: self.workers[s].update_weights.remote(handle if s in local else ref) for s in live}
         for slot, future in futures.items():
@@ -162,11 +164,13 @@ class RolloutPool:
         if self.shared is None or isinstance(weights, ray.ObjectRef):
             return []
         local = [s for s in live if self.node_ids[s] == self.node]
+        if not local:
+            return []
         if isinstance(weights, list):
             nbytes = sum(t.numel() * t.element_size() for _, t in weights)
         else:
             nbytes = sum(b.nbytes for b in weights.buffers.values())
-        if local and not self.shared.reserve(nbytes):
+        if not self.shared.reserve(nbytes):
             logger.warning("cannot allocate %.0f MB in /dev/shm for the weights; sending them through the object "
                            "store from now on", nbytes / 1e6)
             self.shared.close()
