@@ -19,7 +19,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval test test-slow lint clean base-model bench bench-rewards bench-sync routing-gap ray-up ray-down submit
+.PHONY: install train eval test test-slow lint clean base-model bench bench-rewards bench-sync bench-trainer routing-gap ray-up ray-down submit
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -64,6 +64,9 @@ bench-rewards: $(VENV)/.installed
 
 bench-sync: $(VENV)/.installed $(BASE_MODEL)/config.json
 	$(BIN)/python scripts/bench_sync.py $(ARGS)
+
+bench-trainer: $(VENV)/.installed $(BASE_MODEL)/config.json
+	$(BIN)/python scripts/bench_trainer.py $(ARGS)
 
 # A Ray head on this machine (add workers with `ray start --address=<head>:$(RAY_PORT)`). Jobs go to its
 # dashboard address; a run started in a shell with RAY_ADDRESS=<head>:$(RAY_PORT) joins the cluster directly.

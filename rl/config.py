@@ -25,6 +25,9 @@ class ModelConfig:
     """Local Hugging Face folder, or a hub id when the hub is reachable."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Precision of the trainer and the engines. float32 keeps logprob parity tight."""
+    experts_implementation: str = "purerl"
+    """How the trainer computes an MoE model's experts: `purerl` (rl/experts.py: grouped matmuls whose gathers
+    have gather backwards) or one of transformers' (`grouped_mm`, `eager`, `batched_mm`). Same values; speed only."""
 
 
 @dataclass
@@ -188,6 +191,9 @@ class TrainerConfig:
     """trainer.ranks > 1: `replicate` keeps the whole policy and optimizer state on every rank and sums gradients
     with one all-reduce per step; `fsdp` shards parameters, gradients and optimizer state over the ranks with
     FSDP2 (`fully_shard`, one unit per decoder layer), gathering each layer only while it computes."""
+    pack_sequences: bool = True
+    """Lay the padded sequences of each micro-batch end to end in fewer rows for the trainer's forward passes
+    (rl/packing.py): same logprobs, less padding computed. Off while routing is recorded or replayed."""
     rank_cpus: float = 1.0
     """CPUs reserved by each trainer rank actor (also its torch threads unless trainer.threads is set)."""
     rank_gpus: float = 0.0
@@ -282,10 +288,13 @@ def validate(cfg: Config) -> Config:
     """Value checks that types cannot express."""
     from rl.advantages import ADVANTAGES
     from rl.aggregation import AGG_MODES
+    from rl.experts import implementations
     from rl.losses import LOSSES
 
     a = cfg.algo
     checks = [
+        (cfg.model.experts_implementation in implementations(),
+         f"model.experts_implementation {cfg.model.experts_implementation!r} is not one of {implementations()}"),
         (a.advantage in ADVANTAGES, f"algo.advantage {a.advantage!r} is not one of {ADVANTAGES.names()}"),
         (a.loss in LOSSES, f"algo.loss {a.loss!r} is not one of {LOSSES.names()}"),
         (a.loss_agg in AGG_MODES, f"algo.loss_agg {a.loss_agg!r} is not one of {list(AGG_MODES)}"),

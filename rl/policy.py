@@ -31,10 +31,14 @@ def resolve_model_path(path: str) -> str:
         raise ModelPathError(f"model {path!r} is not a local folder and could not be fetched from the hub: {e}") from e
 
 
-def load_policy(path: str, dtype: str, trainable: bool = True):
+def load_policy(path: str, dtype: str, trainable: bool = True, experts: str = "purerl"):
+    """`experts`: the MoE experts implementation (model.experts_implementation; no effect on a dense model)."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    from rl.experts import register
+
+    register()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), experts_implementation=experts)
     model.train(trainable)
     if not trainable:
         model.requires_grad_(False)

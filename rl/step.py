@@ -20,7 +20,8 @@ from rl.moe import RoutingHooks, router_counts, router_metrics, sampler_agreemen
 
 
 def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig, moe: MoeConfig | None = None, *,
-                micro_batch_size: int, temperature: float, grad_clip: float, max_new_tokens: int) -> tuple[dict, dict]:
+                micro_batch_size: int, temperature: float, grad_clip: float, max_new_tokens: int,
+                pack: bool = False) -> tuple[dict, dict]:
     """Accumulates gradients over micro-batches so the loss equals the full-batch loss, then steps once.
 
     Under torch.distributed each rank runs its rows of `batch` (rl.dist.shard_bounds) with the batch's global
@@ -55,7 +56,7 @@ def policy_step(model, optimizer, scheduler, batch: TrainBatch, algo: AlgoConfig
             sums["agree_n"] += replay.total
         else:
             fwd = token_logprobs(model, mb.input_ids, mb.attention_mask, temperature, with_entropy=True,
-                                 with_router=top_k is not None)
+                                 with_router=top_k is not None, pack=pack)
         logps = fwd.logps
         per_token, m = loss_fn(logps, mb.old_logps, mb.advantages, mask, clip_low=algo.clip_low,
                                clip_high=algo.clip_high, dual_clip=algo.dual_clip, is_weight=mb.is_weight)

@@ -30,10 +30,11 @@ class Trainer:
         torch.manual_seed(cfg.trainer.seed)
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
-        self.policy = load_policy(policy_path, cfg.model.dtype)
+        self.policy = load_policy(policy_path, cfg.model.dtype, experts=cfg.model.experts_implementation)
         if cfg.moe.freeze_router:
             freeze_router(self.policy)
-        self.reference = load_policy(reference_path, cfg.model.dtype, trainable=False) if cfg.algo.kl_coef > 0 else None
+        self.reference = load_policy(reference_path, cfg.model.dtype, trainable=False,
+                                     experts=cfg.model.experts_implementation) if cfg.algo.kl_coef > 0 else None
         self._weight_bytes = sum(t.numel() * t.element_size() for t in self.policy.state_dict().values())
         self.sharded = cfg.trainer.sharding == "fsdp" and world()[1] > 1  # one rank (validated): never sharded
         if self.sharded:
@@ -54,14 +55,15 @@ class Trainer:
         if with_routing:
             return logprobs_and_routing(self.policy, input_ids, attention_mask, temperature, mbs)
         net = self.reference if model == "reference" else self.policy
-        return batched_logprobs(net, input_ids, attention_mask, temperature, mbs), None
+        return batched_logprobs(net, input_ids, attention_mask, temperature, mbs, self.cfg.trainer.pack_sequences), None
 
     def update(self, batch: TrainBatch) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """rl.step.update with the run's settings (this rank's rows of each mini-batch under torch.distributed)."""
         c = self.cfg
         return update(self.policy, self.optimizer, self.scheduler, batch, c.algo, c.moe,
                       micro_batch_size=c.trainer.micro_batch_size, temperature=c.rollout.temperature,
-                      grad_clip=c.trainer.grad_clip, max_new_tokens=c.rollout.max_new_tokens)
+                      grad_clip=c.trainer.grad_clip, max_new_tokens=c.rollout.max_new_tokens,
+                      pack=c.trainer.pack_sequences)
 
     def weight_bytes(self) -> int:
         """Bytes of one copy of the weights the engines receive."""
@@ -80,7 +82,7 @@ class Trainer:
         return pack_tensors(self.weights())
 
     def sync_gap(self, groups: list[RolloutGroup], pad_id: int) -> float:
-        return max_logprob_gap(self.policy, groups, self.cfg.rollout.temperature, pad_id)
+        return max_logprob_gap(self.policy, groups, self.cfg.rollout.temperature, pad_id, self.cfg.trainer.pack_sequences)
 
     def save(self, folder: Path, rank: int = 0, with_state: bool = True) -> None:
         """Rank 0 writes the policy (a Hugging Face folder); `with_state`, also the optimizer and LR schedule
