@@ -25,7 +25,7 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     `pack` lays the right-padded rows end to end first (rl/packing.py); the outputs keep the padded layout.
     """
     packing = plan(attention_mask) if pack else None
-    aux_fn = _aux_loss_fn(model) if with_router else None
+    aux_fn = _aux_loss_fn(model) if packing is not None and with_router else None
     if packing is None or (with_router and aux_fn is None):
         out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
                     **({"output_router_logits": True} if with_router else {}))
@@ -63,9 +63,11 @@ def _next_token(logits: torch.Tensor, input_ids: torch.Tensor, temperature: floa
 
 def _aux_loss_fn(model):
     """The model family's `load_balancing_loss_func` (transformers' MoE families each define one), or None."""
+    if not hasattr(model, "num_experts_per_tok"):
+        return None
     for cls in type(model).__mro__:  # FSDP wraps the class in a subclass of its own
         fn = getattr(sys.modules.get(cls.__module__), "load_balancing_loss_func", None)
-        if fn is not None and hasattr(model, "num_experts_per_tok"):
+        if fn is not None:
             return fn
     return None
 

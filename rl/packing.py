@@ -47,7 +47,7 @@ def plan(attention_mask: Tensor) -> Packing | None:
     ones are not a prefix, or when packing would not remove a single row."""
     b, w = attention_mask.shape
     lengths = attention_mask.sum(1)
-    if not torch.equal(attention_mask.bool(), torch.arange(w) < lengths[:, None]):
+    if not torch.equal(attention_mask.bool(), torch.arange(w, device=attention_mask.device) < lengths[:, None]):
         return None
     n = lengths.tolist()
     width = max(n)
@@ -72,4 +72,5 @@ def plan(attention_mask: Tensor) -> Packing | None:
         slot[i, : n[i]] = offsets[i] + span
         source[offsets[i] + span] = i * w + span
         position_ids[offsets[i] + span] = span
-    return Packing(rows, width, slot.reshape(-1), source, position_ids.view(rows, width))
+    device = attention_mask.device  # built on the CPU, used where the batch is
+    return Packing(rows, width, slot.reshape(-1).to(device), source.to(device), position_ids.view(rows, width).to(device))
