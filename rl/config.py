@@ -56,7 +56,8 @@ class RolloutConfig:
     """GPUs reserved by each engine actor (0 on CPU)."""
     engine_threads: int = 0
     """CPU threads each engine computes with; 0 means `engine_cpus` (what Ray gives an actor). More than
-    engine_cpus pays in synchronous runs, where the trainer idles while the engines generate."""
+    engine_cpus pays in synchronous runs, where the trainer idles while the engines generate; with
+    `rollout.async` the trainer computes meanwhile, so keep 0 there."""
     max_engine_restarts: int = 3
     """How many times in a run a dead engine is started again (its unfinished prompts are sent again)."""
     shared_memory_sync: bool = True

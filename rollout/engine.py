@@ -12,9 +12,15 @@ def create_engine(model_path: str, *, dtype: str, seed: int, enforce_eager: bool
                   gpu_memory_utilization: float, max_model_len: int, threads: int):
     """A vLLM engine running in this process, so `collective_rpc` can reach its worker directly. `threads` > 0:
     the CPU threads it computes with (vLLM reads OMP_NUM_THREADS when it binds its threads)."""
+    import torch
+
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     if threads > 0:
+        # The engine computes on this process's OpenMP pool, which OpenMP sized from OMP_NUM_THREADS when torch
+        # loaded: a Ray actor holding 1 CPU starts with OMP_NUM_THREADS=1, so setting the variable now is too late
+        # and vLLM's CPU worker blocks `torch.set_num_threads` once it starts. Size the pool before it does.
         os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
     from vllm import LLM
 

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from rollout.direct_load import (
+    DirectPlan,
+    ExpertPlan,
+    cpu_moe_layers,
+    dense_plan,
+    expert_plan,
+    load_direct,
+    proves,
+    repack_moe,
+)
 
 
 def checkpoint_tensors(model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> list[tuple[str, torch.Tensor]]:
@@ -71,98 +81,6 @@ def unpack_tensors(packed: PackedWeights) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-def _cpu_moe_layers(model: torch.nn.Module) -> dict[torch.nn.Module, object]:
-    """Fused-MoE modules whose CPU kernel prepacks the expert weights after loading -> that kernel."""
-    out = {}
-    for module in model.modules():
-        if not hasattr(module, "w13_weight"):
-            continue
-        kernel = getattr(getattr(module, "quant_method", None), "moe_kernel", None)
-        fused = getattr(kernel, "fused_experts", None)
-        if fused is not None and hasattr(fused, "process_weights_after_loading"):
-            out[module] = fused
-    return out
-
-
-def _repack_moe(model: torch.nn.Module) -> int:
-    """Redo vLLM's post-load expert processing that `reload_weights` skips.
-
-    On CPU the fused-MoE kernel prepacks `w13_weight`/`w2_weight` into its own layout after the first
-    load; a reload writes checkpoint layout back into those tensors and the kernel then misreads them
-    (logprobs moved by ~0.2 in our measurement). Re-running the kernel's own prepack restores parity.
-    Pinned to the vLLM version in scripts/install.sh; the parity test guards it.
-    """
-    layers = _cpu_moe_layers(model)
-    for module, fused in layers.items():
-        fused.process_weights_after_loading(module)
-    return len(layers)
-
-
-# A per-expert checkpoint name: the decoder layer, the expert, and its projection. Mixtral names them w1/w3/w2.
-_EXPERT_NAME = re.compile(r"(?:^|\.)layers\.(\d+)\..*\bexperts\.(\d+)\.(\w+)\.weight$")
-_SHARD = {"gate_proj": "w1", "w1": "w1", "up_proj": "w3", "w3": "w3", "down_proj": "w2", "w2": "w2"}
-_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-
-
-@dataclass
-class ExpertPlan:
-    """Where each per-expert checkpoint tensor goes in the engine: (decoder layer, shard w1/w3/w2, expert)."""
-
-    slots: dict[str, tuple[int, str, int]]
-    layers: dict[int, tuple[torch.nn.Module, object]]  # decoder layer -> (fused-MoE module, its CPU kernel)
-
-
-def expert_plan(model: torch.nn.Module, names: list[str]) -> ExpertPlan | None:
-    """The plan for these checkpoint names, or None when they do not cover every CPU fused-MoE layer's
-    experts exactly once (another naming, an expert bias, several MoE modules per decoder layer, a per-expert
-    tensor that is not a w1/w3/w2 weight)."""
-    layers = {}
-    for module, fused in _cpu_moe_layers(model).items():
-        if hasattr(module, "w13_bias") or hasattr(module, "w2_bias"):
-            return None
-        qualified = next(n for n, m in model.named_modules() if m is module)
-        found = _LAYER.search(qualified)
-        if found is None or int(found.group(1)) in layers:
-            return None
-        layers[int(found.group(1))] = (module, fused)
-    slots = {}
-    for name in names:
-        found = _EXPERT_NAME.search(name)
-        if found is None:
-            continue
-        if found.group(3) not in _SHARD or int(found.group(1)) not in layers:
-            return None  # an expert tensor the plan would not know where to put
-        slots[name] = (int(found.group(1)), _SHARD[found.group(3)], int(found.group(2)))
-    expected = {(layer, shard, e) for layer, (m, _) in layers.items() for shard in ("w1", "w3", "w2")
-                for e in range(m.w13_weight.shape[0])}
-    if not layers or set(slots.values()) != expected or len(slots) != len(expected):
-        return None
-    return ExpertPlan(slots, layers)
-
-
-@torch.no_grad()
-def load_experts(plan: ExpertPlan, tensors: dict[str, torch.Tensor]) -> None:
-    """Writes the experts straight into each layer's `w13_weight` ([w1; w3] per expert) and `w2_weight`, in
-    checkpoint layout, and lets the kernel prepack them: what vLLM's loader does, without its per-tensor walk."""
-    staged = {}
-    for name, (layer, shard, e) in plan.slots.items():
-        t = tensors[name]
-        module = plan.layers[layer][0]
-        if layer not in staged:  # w13 (E, 2I, H) and w2 (E, H, I), unpadded: the kernel pads and prepacks them
-            inter, hidden = t.shape if shard != "w2" else t.shape[::-1]
-            n, dtype = module.w13_weight.shape[0], module.w13_weight.dtype
-            staged[layer] = (torch.empty(n, 2 * inter, hidden, dtype=dtype), torch.empty(n, hidden, inter, dtype=dtype))
-        w13, w2 = staged[layer]
-        inter = w2.shape[2]
-        target = w2[e] if shard == "w2" else w13[e, :inter] if shard == "w1" else w13[e, inter:]
-        target.copy_(t)
-    for layer, (w13, w2) in staged.items():
-        module, fused = plan.layers[layer]
-        module.w13_weight = torch.nn.Parameter(w13, requires_grad=False)
-        module.w2_weight = torch.nn.Parameter(w2, requires_grad=False)
-        fused.process_weights_after_loading(module)
-
-
 class _ExpectedMissing(logging.Filter):
     """Drops vLLM's warnings about weights a reload leaves out on purpose: the experts a plan loads directly,
     and the rotary embedding's cache, which no checkpoint holds (vLLM warns about it on every reload)."""
@@ -199,51 +117,65 @@ def _reload(worker, items: list[tuple[str, torch.Tensor]], plan: ExpertPlan | No
 def reload_in_place(worker, items: list[tuple[str, torch.Tensor]]) -> str:
     """Runs inside the vLLM worker (via `LLM.collective_rpc`); returns which path loaded the weights.
 
-    The first load goes through vLLM's `reload_weights` (plus the CPU expert repack). On CPU it then builds an
-    `ExpertPlan` and proves it: loading the same experts directly must reproduce the prepacked tensors bit for
-    bit. Later loads send everything but the experts through `reload_weights` and write the experts directly,
-    which halves the engine's load time on the tiny MoE. No plan, or a failed proof: every load is the walk.
+    The first load goes through vLLM's `reload_weights` (plus the CPU expert repack). On CPU the engine then
+    learns where each tensor lands and proves it (`rollout.direct_load`); later loads write the tensors
+    straight into place ("direct"), or, if only the experts' map holds, send the rest through `reload_weights`
+    ("experts"). No map, or a failed proof: every load is vLLM's ("reload").
     """
     model = worker.model_runner.model
-    plan = getattr(worker, "purerl_expert_plan", None)  # None: not tried yet; False: no plan, always the walk
-    names = [n for n, _ in items]
-    if isinstance(plan, ExpertPlan) and set(plan.slots) <= set(names):
-        _reload(worker, [(n, t) for n, t in items if n not in plan.slots], plan)
-        load_experts(plan, dict(items))
-        return "direct"
+    plan = getattr(worker, "purerl_direct_plan", None)  # None: not tried yet; False: no plan, always the walk
+    if isinstance(plan, DirectPlan) and _covers(plan, items):
+        if plan.dense is None:
+            _reload(worker, [(n, t) for n, t in items if n not in plan.experts.slots], plan.experts)
+        load_direct(plan, dict(items))
+        return "direct" if plan.dense is not None else "experts"
     _reload(worker, items)
     if next(model.parameters()).device.type != "cpu":
         return "reload"
-    _repack_moe(model)
+    repack_moe(model)
     if plan is None:
-        worker.purerl_expert_plan = _proven_plan(model, items)
+        worker.purerl_direct_plan = _proven_plan(worker, items)
     return "reload"
 
 
-def _proven_plan(model: torch.nn.Module, items: list[tuple[str, torch.Tensor]]) -> ExpertPlan | bool:
-    """Right after vLLM's own load of `items`: the plan if loading the same experts directly reproduces vLLM's
-    prepacked tensors bit for bit, else False (with vLLM's tensors put back and a warning)."""
-    plan = expert_plan(model, [n for n, _ in items])
-    if plan is None:
+def _covers(plan: DirectPlan, items: list[tuple[str, torch.Tensor]]) -> bool:
+    names = {n for n, _ in items}
+    planned = set(plan.experts.slots if plan.experts else ()) | set(plan.dense.slots if plan.dense else ())
+    return planned <= names if plan.dense is None else planned == names
+
+
+def _proven_plan(worker, items: list[tuple[str, torch.Tensor]]) -> DirectPlan | bool:
+    """Right after vLLM's own load of `items`: the widest plan that `rollout.direct_load.proves` (every
+    tensor, else only the experts), or False. A plan that fails is dropped with a warning, and vLLM's own load
+    of `items` is put back."""
+    model = worker.model_runner.model
+    moe = cpu_moe_layers(model)
+    experts = expert_plan(model, [n for n, _ in items]) if moe else None
+    if moe and experts is None:
         return False
-    want = {layer: (m.w13_weight.clone(), m.w2_weight.clone()) for layer, (m, _) in plan.layers.items()}
-    try:
-        load_experts(plan, dict(items))
-        same = all(torch.equal(m.w13_weight, want[layer][0]) and torch.equal(m.w2_weight, want[layer][1])
-                   for layer, (m, _) in plan.layers.items())
-        failure = "did not reproduce vLLM's"
-    except Exception as e:  # an unexpected layout: the walk still works
-        same, failure = False, f"failed ({type(e).__name__}: {e})"
-    if not same:
-        warnings.warn(f"weight sync: the direct expert load {failure}; using reload_weights only", stacklevel=1)
-        for layer, (m, _) in plan.layers.items():  # put vLLM's own result back
-            m.w13_weight, m.w2_weight = (torch.nn.Parameter(w, requires_grad=False) for w in want[layer])
-    return plan if same else False
+    candidates = [DirectPlan(experts, None)] if experts else []
+    if worker.model_runner.model_config.quantization is None:
+        dense = dense_plan(model, items, set(experts.slots) if experts else set())
+        candidates = ([DirectPlan(experts, dense)] if dense else []) + candidates
+    for plan in candidates:
+        try:
+            if proves(plan, items):
+                return plan
+            failure = "did not reproduce vLLM's"
+        except Exception as e:  # an unexpected layout: the walk still works
+            failure = f"failed ({type(e).__name__}: {e})"
+        what = "of every weight" if plan.dense else "of the experts"
+        warnings.warn(f"weight sync: the direct load {what} {failure}; not used", stacklevel=1)
+        _reload(worker, items)  # put vLLM's own result back
+        repack_moe(model)
+    return False
 
 
 def push_weights(llm, items: list[tuple[str, torch.Tensor]]) -> str:
-    """Loads `items` into a running engine; the KV cache is reset because it was computed by old weights.
-    Returns the load path ("reload" or "direct", see `reload_in_place`)."""
+    """Loads `items` into a running engine; a prefix cache is reset because it was computed by old weights
+    (our engines run without one, and resetting walks every KV block). Returns the load path (see
+    `reload_in_place`)."""
     path = llm.collective_rpc(reload_in_place, args=(items,))
-    llm.reset_prefix_cache()
+    if llm.llm_engine.vllm_config.cache_config.enable_prefix_caching:
+        llm.reset_prefix_cache()
     return path[0]

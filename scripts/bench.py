@@ -63,8 +63,11 @@ def run_purerl(args, run_dir: Path, extra: tuple[str, ...] = ()) -> tuple[list[d
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()], cfg
 
 
-def standalone_vllm_tokens_per_s(cfg, prompts: int, repeats: int = 3) -> float:
-    """vLLM alone, in this process, on the same prompts and sampling as the loop's rollout stage."""
+def standalone_vllm_tokens_per_s(cfg, batches: list[list[int]]) -> tuple[float, int]:
+    """vLLM alone, in this process, on the loop's own prompt batches (`data/indices` of its timed steps, one
+    generate call each, after a warm-up call) with the loop's sampling: total tokens over total seconds, as the
+    loop's rate is counted. Completion lengths set how many decode passes a batch takes, so only the same
+    prompts make the two rates comparable. Returns (tokens/s, tokens generated)."""
     from transformers import AutoTokenizer
 
     from rl.data import apply_template, load_prompts
@@ -72,25 +75,26 @@ def standalone_vllm_tokens_per_s(cfg, prompts: int, repeats: int = 3) -> float:
 
     r = cfg.rollout
     tok = AutoTokenizer.from_pretrained(cfg.model.path)
-    rows = load_prompts(cfg.data.train)[:prompts]
-    ids = [tok(apply_template(x.question, cfg.data.template))["input_ids"] for x in rows]
+    rows = {x.index: x for x in load_prompts(cfg.data.train)}
+    ids = [[tok(apply_template(rows[i].question, cfg.data.template))["input_ids"] for i in batch] for batch in batches]
     omp = os.environ.get("OMP_NUM_THREADS")
     llm = create_engine(cfg.model.path, dtype=cfg.model.dtype, seed=r.seed, enforce_eager=r.enforce_eager,
                         kv_cache_gib=r.kv_cache_gib, gpu_memory_utilization=r.gpu_memory_utilization,
-                        max_model_len=max(map(len, ids)) + r.max_new_tokens, threads=r.engine_threads)
+                        max_model_len=max(len(x) for b in ids for x in b) + r.max_new_tokens, threads=r.engine_threads)
     if omp is None:  # the engine read it; TRL's subprocess must not inherit it
         os.environ.pop("OMP_NUM_THREADS", None)
     else:
         os.environ["OMP_NUM_THREADS"] = omp
     params = sampling_params(r.n, r.temperature, r.top_p, r.max_new_tokens, list(r.stop))
-    generate_groups(llm, ids, list(range(len(ids))), params)  # warm-up
-    rates = []
-    for _ in range(repeats):
+    generate_groups(llm, ids[0], list(range(len(ids[0]))), params)  # warm-up
+    tokens, seconds = 0, 0.0
+    for batch in ids:
         t = time.perf_counter()
-        groups = generate_groups(llm, ids, list(range(len(ids))), params)
-        rates.append(sum(len(c.token_ids) for g in groups for c in g.completions) / (time.perf_counter() - t))
+        groups = generate_groups(llm, batch, list(range(len(batch))), params)
+        seconds += time.perf_counter() - t
+        tokens += sum(len(c.token_ids) for g in groups for c in g.completions)
     del llm
-    return max(rates)
+    return tokens / seconds, tokens
 
 
 def run_trl(args, mode: str) -> dict:
@@ -142,9 +146,12 @@ def main() -> None:
     peak = matmul_peak_flops()
     metrics, cfg = run_purerl(args, run_dir)
     timed = metrics[1:]  # step 1 is warm-up
-    async_metrics, _ = run_purerl(args, run_dir.with_name(run_dir.name + "-async"), ("rollout.async=true",))
+    # Async overlaps the engine with the trainer, so the engine keeps to its own Ray CPU (engine_threads 0): two
+    # threads each on two cores would spin against each other.
+    async_metrics, _ = run_purerl(args, run_dir.with_name(run_dir.name + "-async"),
+                                  ("rollout.async=true", "rollout.engine_threads=0"))
     async_step = mean(m["time/wall"] for m in async_metrics[1:])
-    standalone = standalone_vllm_tokens_per_s(cfg, args.prompts)
+    standalone, standalone_tokens = standalone_vllm_tokens_per_s(cfg, [m["data/indices"] for m in timed])
     trl = {mode: run_trl(args, mode) for mode in ("transformers", "vllm")}
 
     from transformers import AutoModelForCausalLM
@@ -174,6 +181,8 @@ def main() -> None:
         "async_speedup_vs_sync": purerl_step / async_step,
         "rollout_tokens_per_s": rollout_tps,
         "vllm_standalone_tokens_per_s": standalone,
+        "rollout_tokens": sum(m["rollout/tokens"] for m in timed),  # what the two rates were counted over
+        "vllm_standalone_tokens": standalone_tokens,
         "rollout_efficiency": rollout_tps / standalone,
         "sync_share": split["sync"] / purerl_step,
         "reward_share": split["reward"] / purerl_step,
@@ -205,6 +214,7 @@ def print_table(r: dict) -> None:
     rows += [
         ("rollout tokens/s in the loop", f"{r['rollout_tokens_per_s']:.0f}"),
         ("vLLM standalone tokens/s", f"{r['vllm_standalone_tokens_per_s']:.0f}"),
+        ("tokens generated: loop / standalone", f"{r['rollout_tokens']} / {r['vllm_standalone_tokens']}"),
         ("rollout_efficiency", f"{r['rollout_efficiency']:.2f}"),
         ("sync_share", f"{r['sync_share']:.3f}"),
         ("reward_share", f"{r['reward_share']:.3f}"),

@@ -46,9 +46,10 @@ def test_shared_memory_roundtrip_grows_and_cleans_up(tmp_path):
     assert not alive.path.exists()
 
 
-def test_engine_loads_experts_directly_and_exactly():
-    """The direct expert load (after vLLM's own first load) leaves the engine's prepacked experts bit-identical
-    to vLLM's reload of the same weights, and keeps parity; a wrong expert mapping fails the proof."""
+def test_engine_loads_directly_and_exactly():
+    """The direct load (after vLLM's own first load) leaves every engine parameter and every packed layer's
+    output bit-identical to vLLM's reload of the same weights, and keeps parity. A wrong map is caught by the
+    proof: a wrong q/k/v order leaves only the experts' map, a wrong expert order leaves vLLM's loader."""
     import ray
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -67,16 +68,17 @@ def test_engine_loads_experts_directly_and_exactly():
                 p.add_(0.02 * torch.randn(p.shape, generator=gen))
         return pack_tensors(checkpoint_tensors(model))
 
-    def experts(w):
-        from rollout.weight_sync import _cpu_moe_layers
+    def state(w):
+        from rollout.direct_load import fingerprint
 
-        return [(m.w13_weight.clone(), m.w2_weight.clone()) for m in _cpu_moe_layers(w.model_runner.model)]
+        return fingerprint(w.purerl_direct_plan)
 
     def reload_slowly(w, packed):
-        from rollout.weight_sync import _reload, _repack_moe
+        from rollout.direct_load import repack_moe
+        from rollout.weight_sync import _reload
 
         _reload(w, unpack_tensors(packed))
-        _repack_moe(w.model_runner.model)
+        repack_moe(w.model_runner.model)
 
     def load(w, packed):
         from rollout.weight_sync import reload_in_place
@@ -84,14 +86,18 @@ def test_engine_loads_experts_directly_and_exactly():
         return reload_in_place(w, unpack_tensors(packed))
 
     def plan_state(w):
-        plan = getattr(w, "purerl_expert_plan", None)
-        return None if plan is None else bool(plan)
+        plan = w.purerl_direct_plan
+        return plan if plan is False else "experts" if plan.dense is None else "all"
+
+    def swap_k_and_v(w):
+        w.model_runner.model.packed_modules_mapping = {"qkv_proj": ["q_proj", "v_proj", "k_proj"]}
+        w.purerl_direct_plan = None  # learn again, with the wrong map
 
     def swap_gate_and_up(w):
-        import rollout.weight_sync as ws
+        import rollout.direct_load as dl
 
-        ws._SHARD.update(gate_proj="w3", up_proj="w1")
-        w.purerl_expert_plan = None  # learn again, with the wrong mapping
+        dl._SHARD.update(gate_proj="w3", up_proj="w1")
+        w.purerl_direct_plan = None
 
     def gap(worker):
         prompts = [tok("Q: 12+7=? A:")["input_ids"], tok("Q: 3*4=? A:")["input_ids"]]
@@ -103,20 +109,28 @@ def test_engine_loads_experts_directly_and_exactly():
         kwargs = dict(dtype="float32", seed=0, enforce_eager=True, kv_cache_gib=1, gpu_memory_utilization=0.3,
                       max_model_len=256, threads=1)
         worker = RolloutWorker.remote(path, kwargs, 0)
-        ray.get(worker.update_weights.remote(perturbed()))  # vLLM's loader; the plan is learned and proven
-        assert ray.get(worker.run.remote(plan_state)) is True
+        ray.get(worker.update_weights.remote(perturbed()))  # vLLM's loader; the map is learned and proven
+        assert ray.get(worker.run.remote(plan_state)) == "all"
         packed = perturbed()
-        assert ray.get(worker.run.remote(load, packed)) == "direct"  # experts written directly
-        direct = ray.get(worker.run.remote(experts))
+        assert ray.get(worker.run.remote(load, packed)) == "direct"  # no vLLM loader at all
+        direct = ray.get(worker.run.remote(state))
         assert gap(worker) < 1e-3
         ray.get(worker.run.remote(reload_slowly, packed))
-        slow = ray.get(worker.run.remote(experts))
-        assert len(direct) == 4
-        assert all(torch.equal(a, b) for d, s in zip(direct, slow) for a, b in zip(d, s))
+        slow = ray.get(worker.run.remote(state))
+        # 4 layers x (q/k norms, two layer norms, w13, w2, qkv, o, router: their parameters and probe outputs)...
+        assert len(direct) == len(slow) > 40
+        assert all(torch.equal(a, b) for a, b in zip(direct, slow))
+
+        ray.get(worker.run.remote(swap_k_and_v))
+        ray.get(worker.update_weights.remote(perturbed()))
+        assert ray.get(worker.run.remote(plan_state)) == "experts"  # the proof caught the q/k/v order
+        assert ray.get(worker.run.remote(load, perturbed())) == "experts"
+        assert gap(worker) < 1e-3
 
         ray.get(worker.run.remote(swap_gate_and_up))
         ray.get(worker.update_weights.remote(perturbed()))
         assert ray.get(worker.run.remote(plan_state)) is False  # the proof caught it; vLLM's loader is kept
+        assert ray.get(worker.run.remote(load, perturbed())) == "reload"
         assert gap(worker) < 1e-3
     finally:
         ray.shutdown()
