@@ -11,7 +11,7 @@ from rollout.types import Completion, RolloutGroup
 def create_engine(model_path: str, *, dtype: str, seed: int, enforce_eager: bool, kv_cache_gib: int,
                   gpu_memory_utilization: float, max_model_len: int, threads: int):
     """A vLLM engine running in this process, so `collective_rpc` can reach its worker directly. `threads` > 0:
-    the CPU threads it computes with (vLLM reads OMP_NUM_THREADS when it binds its threads)."""
+    the CPU threads it computes with (this process's torch/OpenMP pool, sized here)."""
     import torch
 
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
