@@ -19,7 +19,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval test test-slow lint clean base-model bench bench-rewards bench-sync bench-trainer routing-gap ray-up ray-down submit
+.PHONY: install train eval test test-unit test-slow lint clean base-model bench bench-rewards bench-sync bench-trainer routing-gap ray-up ray-down submit
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -29,8 +29,8 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 install: $(VENV)/.installed
 
 # Rebuilt when its recipe changes (the corpus comes from the task's generator).
-$(BASE_MODEL)/config.json: rl/base_model.py rl/data/arithmetic.py | $(VENV)/.installed
-	$(BIN)/python -m rl.base_model --out $(BASE_MODEL) --rebuild
+$(BASE_MODEL)/config.json: rl/tasks/arithmetic/base_model.py rl/tasks/arithmetic/task.py rl/tasks/pretrain.py | $(VENV)/.installed
+	$(BIN)/python -m rl.tasks.arithmetic.base_model --out $(BASE_MODEL) --rebuild
 	touch $@
 
 base-model: $(BASE_MODEL)/config.json
@@ -43,6 +43,10 @@ eval: $(VENV)/.installed $(BASE_MODEL)/config.json
 
 test: $(VENV)/.installed $(BASE_MODEL)/config.json
 	$(BIN)/python -m pytest -m "not slow" -q $(ARGS)
+
+# The pure tests: no Ray, no vLLM engine (about a minute).
+test-unit: $(VENV)/.installed $(BASE_MODEL)/config.json
+	$(BIN)/python -m pytest -m "not slow and not engines" -q $(ARGS)
 
 test-slow: $(VENV)/.installed $(BASE_MODEL)/config.json
 	$(BIN)/python -m pytest -m slow -q $(ARGS)

@@ -5,7 +5,6 @@ Started as `python -m rewards._worker READ_FD WRITE_FD`; never imported by the p
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import os
 import pickle
@@ -13,10 +12,9 @@ import signal
 import sys
 from multiprocessing.connection import Connection
 
+from rewards.process import die_with_parent
 from rewards.registry import UnknownVerifierError, get_verifier, verifier_name
 from rewards.types import Reward
-
-PR_SET_PDEATHSIG = 1
 
 
 class SoftTimeout(BaseException):
@@ -28,17 +26,13 @@ def _on_alarm(signum, frame):
 
 
 def _die_with_parent() -> None:
-    # A worker stuck in C code would outlive a crashed trainer; the kernel kills it instead.
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:
+    die_with_parent()
+    if os.getppid() == 1:  # the parent died before the kernel was told
         os._exit(0)
 
 
 def _warm_up() -> None:
-    from rewards.math_verifier import math_verifier
+    from rewards.math.verifier import math_verifier
 
     math_verifier("\\boxed{\\frac{x}{2}+1}", "1+x/2")  # loads math_verify, sympy and the LaTeX grammar
 

@@ -192,16 +192,19 @@ def _prepare(item, timeout_s: float | None) -> tuple[bytes | Reward, float]:
     return blob, limit
 
 
-def score_batch(items, workers: int | None = None, timeout_s: float | None = None) -> list[Reward]:
+def score_batch(items, workers: int | None = None, timeout_s: float | list[float | None] | None = None) -> list[Reward]:
     """Score `(verifier, response, reference, metadata)` items in worker processes; results keep order.
 
     verifier: a registered name, a "pkg.mod:fn" path, an entry-point name, or a picklable verifier object
-    (e.g. a factory product). timeout_s: hard wall-time limit per item; None uses the verifier's
-    `timeout_s` attribute (math 10 s, code 60 s, format 5 s) or 10 s.
+    (e.g. a factory product). timeout_s: hard wall-time limit per item, for all items or one per item (a
+    reward term's own); None uses the verifier's `timeout_s` attribute (math 10 s, code 60 s, format 5 s) or 10 s.
     """
     items = list(items)
     if not items:
         return []
-    prepared = [_prepare(it, timeout_s) for it in items]
+    limits = timeout_s if isinstance(timeout_s, list) else [timeout_s] * len(items)
+    if len(limits) != len(items):
+        raise ValueError(f"score_batch: {len(limits)} time limits for {len(items)} items")
+    prepared = [_prepare(it, t) for it, t in zip(items, limits)]
     pool = _get_pool(workers or default_workers())
     return pool.run([p for p, _ in prepared], [t for _, t in prepared])

@@ -1,4 +1,5 @@
-"""Verifier registry: built-in names, `pkg.mod:attr` dotted paths, and the `purerl.verifiers` entry points."""
+"""Verifier lookup: built-in names, factory calls, `pkg.mod:attr` dotted paths, and the `purerl.verifiers` entry
+points. Names live in two `rl.registry.Registry` objects, the one registry class of purerl."""
 
 from __future__ import annotations
 
@@ -10,72 +11,53 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import EntryPoint, entry_points
 
 from rewards.types import Reward
+from rl.errors import UserError
+from rl.registry import Registry, UnknownNameError
 
 Verifier = Callable[..., Reward]
 ENTRY_POINT_GROUP = "purerl.verifiers"
-_BUILTIN_MODULES = ("rewards.math_verifier", "rewards.code", "rewards.format")
+_BUILTIN_MODULES = ("rewards.math.verifier", "rewards.code.verifier", "rewards.format")
 
-_REGISTRY: dict[str, Verifier] = {}
-_FACTORIES: dict[str, Callable[..., Verifier]] = {}
+VERIFIERS: Registry[Verifier] = Registry("verifier")
+FACTORIES: Registry[Callable[..., Verifier]] = Registry("verifier factory")
 _PRODUCTS: dict[str, Verifier] = {}  # "format(partial_credit=0.5)" -> the factory's product, made once
 _ENTRY_POINT_PATHS: dict[str, str] = {}  # name -> "pkg.mod:attr" of verifiers loaded from entry points
 _FACTORY_CALL = re.compile(r"([A-Za-z_]\w*)\((.*)\)", re.DOTALL)
 
 
-class UnknownVerifierError(KeyError, ValueError):
-    """Raised for a name that is neither registered, a dotted path, nor an entry point."""
-
-    def __str__(self) -> str:  # KeyError would repr-quote the message
-        return str(self.args[0])
+class UnknownVerifierError(UnknownNameError):
+    """Raised for a name that is neither registered, a factory call, a dotted path, nor an entry point."""
 
 
 def register_verifier(name: str) -> Callable[[Verifier], Verifier]:
     """Decorator: `@register_verifier("math")`. A name can be registered only once."""
-
-    def deco(fn: Verifier) -> Verifier:
-        if name in _REGISTRY and _REGISTRY[name] is not fn:
-            raise ValueError(f"verifier {name!r} is already registered (by {_describe(_REGISTRY[name])})")
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
+    return VERIFIERS.register(name)
 
 
 def register_verifier_factory(name: str) -> Callable[[Callable[..., Verifier]], Callable[..., Verifier]]:
     """Decorator for a factory of parameterised verifiers, so that a config can name a product by its call:
     `@register_verifier_factory("format")` makes "format(partial_credit=0.5)" a verifier name."""
-
-    def deco(factory: Callable[..., Verifier]) -> Callable[..., Verifier]:
-        if name in _FACTORIES and _FACTORIES[name] is not factory:
-            raise ValueError(f"verifier factory {name!r} is already registered (by {_describe(_FACTORIES[name])})")
-        _FACTORIES[name] = factory
-        return factory
-
-    return deco
+    return FACTORIES.register(name)
 
 
 def _product(spec: str) -> Verifier:
     """The verifier named by a factory call such as "format(partial_credit=0.5)"; literal keyword arguments only."""
     m = _FACTORY_CALL.fullmatch(spec.strip())
-    if m is None or m.group(1) not in _FACTORIES:
-        raise UnknownVerifierError(f"unknown verifier factory in {spec!r}; known factories: {', '.join(sorted(_FACTORIES))}")
+    if m is None or m.group(1) not in FACTORIES:
+        raise UnknownVerifierError(f"unknown verifier factory in {spec!r}; known factories: {', '.join(FACTORIES.names())}")
     try:
         call = ast.parse(f"f({m.group(2)})", mode="eval").body
         if call.args:
             raise ValueError("positional arguments are not accepted")
         kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
     except (SyntaxError, ValueError) as e:
-        raise ValueError(f"bad verifier factory call {spec!r}: use literal keyword arguments ({e})") from e
-    return _FACTORIES[m.group(1)](**kwargs)
+        raise UserError(f"bad verifier factory call {spec!r}: use literal keyword arguments ({e})") from e
+    return FACTORIES.get(m.group(1))(**kwargs)
 
 
 def verifier_name(fn: Verifier) -> str:
     """A readable name for a verifier or a factory product."""
     return getattr(fn, "name", None) or getattr(fn, "__name__", None) or repr(fn)
-
-
-def _describe(fn: Verifier) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{verifier_name(fn)}"
 
 
 def _load_builtins() -> None:
@@ -103,7 +85,7 @@ def discover_entry_points(eps: Iterable[EntryPoint] | None = None) -> dict[str, 
 
 def _adopt(name: str, candidates: tuple[EntryPoint, ...]) -> Verifier:
     if len(candidates) > 1:
-        raise ValueError(f"verifier {name!r} is declared by several entry points: {[ep.value for ep in candidates]}")
+        raise UserError(f"verifier {name!r} is declared by several entry points: {[ep.value for ep in candidates]}")
     fn = candidates[0].load()
     register_verifier(name)(fn)  # rejects an entry point that reuses a name registered by another verifier
     _ENTRY_POINT_PATHS[name] = candidates[0].value
@@ -127,10 +109,10 @@ def get_verifier(name: str, eps: Iterable[EntryPoint] | None = None) -> Verifier
     A name claimed by two verifiers (two entry points, or an entry point and a registration) is an error."""
     _load_builtins()
     found = discover_entry_points(eps)
-    if name in _REGISTRY:
+    if name in VERIFIERS:
         if name in found and name not in _ENTRY_POINT_PATHS:
             _adopt(name, found[name])  # raises unless the entry point is this very verifier
-        return _REGISTRY[name]
+        return VERIFIERS.get(name)
     if ":" in name:
         return _load_dotted(name)
     if name.endswith(")"):
@@ -139,7 +121,7 @@ def get_verifier(name: str, eps: Iterable[EntryPoint] | None = None) -> Verifier
         return _PRODUCTS[name]
     if name in found:
         return _adopt(name, found[name])
-    known = sorted(set(_REGISTRY) | set(found))
+    known = sorted(set(VERIFIERS.names()) | set(found))
     raise UnknownVerifierError(f"unknown verifier {name!r}; known: {', '.join(known)} (or use a 'pkg.module:function' path)")
 
 
@@ -150,4 +132,4 @@ def portable_ref(name: str) -> str:
 
 def list_verifiers() -> list[str]:
     _load_builtins()
-    return sorted(set(_REGISTRY) | set(discover_entry_points()))
+    return sorted(set(VERIFIERS.names()) | set(discover_entry_points()))

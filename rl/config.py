@@ -1,6 +1,9 @@
 """The one typed config of a purerl run: nested dataclasses, loaded from YAML by OmegaConf.
 
-Defaults live here only. `load_config` rejects unknown keys and wrong types before any work starts.
+Defaults live here only. Each section checks its own values in `__post_init__` (so a config built in code is
+checked too), `Config.__post_init__` checks the rules that span sections, and `load_config` rejects unknown
+keys and wrong types before any work starts. An objective (`algo.advantage`, `algo.loss`) is a registered name
+plus the settings of its own config dataclass: `algo.loss: gspo`, or `algo.loss: {name: gspo, clip_high: 4e-4}`.
 """
 
 from __future__ import annotations
@@ -14,9 +17,26 @@ from typing import Any, Literal, Union
 
 from omegaconf import OmegaConf
 
+from rl.errors import ConfigError, require
+from rl.objectives.advantages import ADVANTAGES
+from rl.objectives.aggregation import AggMode
+from rl.objectives.kl import KLEstimator
+from rl.objectives.losses import LOSSES
+from rl.objectives.shaping import overlong_buffer_ok
+from rl.objectives.types import ObjectiveConfig
 
-class ConfigError(ValueError):
-    """A config key is unknown, has the wrong type, or an invalid value."""
+__all__ = ["Config", "ConfigError", "load_config", "to_yaml"]
+
+
+def objective(registry, name: str):
+    """A field holding a registered objective's settings, `name`'s defaults unless the config says otherwise;
+    when loaded, built by the registry from its `name`."""
+    return field(default_factory=lambda: settings_of(registry, name), metadata={"registry": registry})
+
+
+def settings_of(registry, name: str, **values) -> ObjectiveConfig:
+    """The settings of the objective `name` (its registered config class, or none), with these values."""
+    return (registry.config_class(name) or ObjectiveConfig)(name=name, **values)
 
 
 @dataclass
@@ -26,15 +46,21 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Precision of the trainer and the engines. float32 keeps logprob parity tight."""
     experts_implementation: str = "purerl"
-    """How the trainer computes an MoE model's experts: `purerl` (rl/experts.py: grouped matmuls whose gathers
-    have gather backwards) or one of transformers' (`grouped_mm`, `eager`, `batched_mm`). Same values; speed only."""
+    """How the trainer computes an MoE model's experts: `purerl` (rl/trainer/experts.py: grouped matmuls whose
+    gathers have gather backwards) or one of transformers' (`grouped_mm`, `eager`, `batched_mm`). Same values."""
+
+    def __post_init__(self):
+        from rl.trainer.experts import implementations
+
+        require(self.experts_implementation in implementations(), "experts_implementation",
+                f"{self.experts_implementation!r} is not one of {implementations()}")
 
 
 @dataclass
 class DataConfig:
-    train: str = "rl/data/arithmetic/train.jsonl"
+    train: str = "rl/tasks/arithmetic/data/train.jsonl"
     """Training prompts: local .jsonl/.parquet file, or a hub dataset name."""
-    eval: str = "rl/data/arithmetic/heldout.jsonl"
+    eval: str = "rl/tasks/arithmetic/data/heldout.jsonl"
     """Held-out prompts scored before and after training."""
     split: str = "train"
     """Split to read when `train`/`eval` is a hub dataset name."""
@@ -45,7 +71,8 @@ class DataConfig:
     seed: int = 0
     """Seed of the shuffle of the training prompts."""
 
-
+    def __post_init__(self):
+        require(self.eval_size >= 1, "eval_size", "must be >= 1")
 @dataclass
 class RolloutConfig:
     num_engines: int = 1
@@ -87,6 +114,17 @@ class RolloutConfig:
     """MoE policies: record the experts the engine routed every token to (hooks on the engine's routers), for
     moe/routing_agreement and moe.routing_replay=vllm."""
 
+    def __post_init__(self):
+        require(self.n >= 2, "n", "must be >= 2 (GRPO needs a group)")
+        require(self.num_engines >= 1, "num_engines", "must be >= 1")
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        require(self.temperature > 0, "temperature", "must be > 0")
+        require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        require(self.engine_cpus > 0, "engine_cpus", "must be > 0")
+        require(self.engine_gpus >= 0, "engine_gpus", "must be >= 0")
+        require(self.engine_threads >= 0, "engine_threads", "must be >= 0 (0: rollout.engine_cpus)")
+        require(self.max_engine_restarts >= 0, "max_engine_restarts", "must be >= 0")
+
 
 @dataclass
 class RewardTerm:
@@ -96,6 +134,12 @@ class RewardTerm:
     weight: float = 1.0
     """Weight of this term in the total reward."""
 
+    timeout_s: float | None = None
+    """Hard wall-time limit per scored item; null: the verifier's own limit (math 10 s, code 60 s, format 5 s)."""
+
+    def __post_init__(self):
+        require(self.timeout_s is None or self.timeout_s > 0, "timeout_s", "must be > 0 or null")
+
 
 @dataclass
 class RewardConfig:
@@ -104,30 +148,28 @@ class RewardConfig:
     )
     """Verifiers and their weights; the total reward is the weighted sum."""
     workers: int = 2
-    """Processes that score rewards (each item is hard-killed at `timeout_s`)."""
-    timeout_s: float = 5.0
-    """Wall-time limit per item."""
+    """Processes that score rewards (each item is hard-killed at its term's time limit)."""
     accuracy_verifier: str = "math"
     """The verifier whose full score (1.0) counts a sample as correct (reward/accuracy, held-out eval)."""
+
+    def __post_init__(self):
+        require(len(self.terms) >= 1, "terms", "must name at least one verifier")
+        require(self.workers >= 1, "workers", "must be >= 1")
+        require(self.accuracy_verifier in [t.verifier for t in self.terms], "accuracy_verifier",
+                f"{self.accuracy_verifier!r} is not one of reward.terms' verifiers")
 
 
 @dataclass
 class AlgoConfig:
-    advantage: str = "grpo"
-    """Advantage estimator (rl/advantages.py registry)."""
-    loss: str = "ppo_clip"
-    """Policy loss (rl/losses.py registry)."""
-    loss_agg: str = "seq_mean_token_mean"
-    """How per-token losses reduce to a scalar (rl/aggregation.py)."""
-    clip_low: float = 0.2
-    """Lower clip range: ratio >= 1 - clip_low."""
-    clip_high: float = 0.2
-    """Upper clip range: ratio <= 1 + clip_high (DAPO clip-higher when > clip_low)."""
-    dual_clip: float | None = None
-    """Dual-clip constant c > 1 for negative advantages; null disables it."""
+    advantage: ObjectiveConfig = objective(ADVANTAGES, "grpo")
+    """Advantage estimator (rl/objectives/advantages.py): a name, or {name: ..., <its settings>}."""
+    loss: ObjectiveConfig = objective(LOSSES, "ppo_clip")
+    """Policy loss and its settings (rl/objectives/losses.py), e.g. {name: ppo_clip, clip_high: 0.28}."""
+    loss_agg: AggMode = "seq_mean_token_mean"
+    """How per-token losses reduce to a scalar (rl/objectives/aggregation.py)."""
     kl_coef: float = 0.0
     """beta of the KL penalty to the frozen reference; 0 loads no reference model."""
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    kl_estimator: KLEstimator = "k3"
     """KL estimator (Schulman 2020)."""
     kl_in_reward: bool = False
     """Subtract kl_coef * (summed per-token KL) from each sample's reward instead of adding KL to the loss."""
@@ -150,6 +192,16 @@ class AlgoConfig:
     overlong_penalty: float = 1.0
     """`soft`: the penalty at the length limit."""
 
+    def __post_init__(self):
+        require(self.kl_coef >= 0, "kl_coef", "must be >= 0")
+        require(not self.kl_in_reward or self.kl_coef > 0, "kl_in_reward", "needs algo.kl_coef > 0")
+        require(self.epochs >= 1, "epochs", "must be >= 1")
+        require(self.mini_batch_size >= 0, "mini_batch_size", "must be >= 0 (0 = the whole batch)")
+        require(self.tis_cap is None or self.tis_cap > 0, "tis_cap", "must be > 0 or null")
+        require(self.tis_cap is None or self.old_logprobs == "trainer", "tis_cap",
+                "needs algo.old_logprobs=trainer (the weight is pi_trainer / pi_sampler)")
+        require(self.dynamic_sampling_max_rounds >= 0, "dynamic_sampling_max_rounds", "must be >= 0")
+
 
 @dataclass
 class MoeConfig:
@@ -161,6 +213,9 @@ class MoeConfig:
     """`vllm` (or `true`): the trainer's forward passes use the experts the engine routed each sampled token to (rollout
     routing replay; needs rollout.capture_routing). `trainer`: they use the experts the trainer's pre-update
     forward chose (needs algo.old_logprobs=trainer, which records them; GSPO's routing replay)."""
+
+    def __post_init__(self):
+        require(self.aux_loss_coef >= 0, "aux_loss_coef", "must be >= 0")
 
 
 @dataclass
@@ -200,6 +255,18 @@ class TrainerConfig:
     rank_gpus: float = 0.0
     """GPUs reserved by each trainer rank actor (placement only: the trainer does not move the policy to a GPU yet)."""
 
+    def __post_init__(self):
+        require(self.steps >= 0, "steps", "must be >= 0")
+        require(self.prompts_per_step >= 1, "prompts_per_step", "must be >= 1")
+        require(self.micro_batch_size >= 1, "micro_batch_size", "must be >= 1")
+        require(self.lr > 0, "lr", "must be > 0")
+        require(len(self.betas) == 2, "betas", "must have two values")
+        require(self.ranks >= 1, "ranks", "must be >= 1")
+        require(self.rank_cpus > 0, "rank_cpus", "must be > 0")
+        require(self.rank_gpus >= 0, "rank_gpus", "must be >= 0")
+        require(self.sharding == "replicate" or self.ranks > 1, "sharding",
+                "=fsdp needs trainer.ranks > 1 (one rank trains the whole policy in the driver)")
+
 
 @dataclass
 class ClusterConfig:
@@ -210,6 +277,9 @@ class ClusterConfig:
     """Ray placement strategy of the bundles; SPREAD puts engines and ranks on different nodes where it can."""
     timeout_s: float = 120.0
     """How long to wait for the placement, or for a restarted engine, before failing with what is missing."""
+
+    def __post_init__(self):
+        require(self.timeout_s > 0, "timeout_s", "must be > 0")
 
 
 @dataclass
@@ -229,6 +299,11 @@ class RunConfig:
     resume: bool = False
     """Continue the run in `dir` from its last complete checkpoint (make train RUN_DIR=... RESUME=1)."""
 
+    def __post_init__(self):
+        require(self.save_every >= 0, "save_every", "must be >= 0")
+        require(self.keep_last >= 1, "keep_last", "must be >= 1")
+        require(not self.resume or bool(self.dir), "resume", "needs run.dir (RUN_DIR=...) naming the run to continue")
+
 
 @dataclass
 class Config:
@@ -242,6 +317,23 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self):
+        """The rules that span sections; each section has checked its own values already."""
+        a, moe, r, t = self.algo, self.moe, self.rollout, self.trainer
+        require(a.overlong != "soft" or overlong_buffer_ok(a.overlong_buffer, r.max_new_tokens), "algo.overlong_buffer",
+                "must be in 1..rollout.max_new_tokens")
+        require(moe.routing_replay != "vllm" or r.capture_routing, "moe.routing_replay",
+                "=vllm needs rollout.capture_routing=true")
+        require(moe.routing_replay != "vllm" or a.old_logprobs == "sampler", "moe.routing_replay",
+                "=vllm takes the ratio against the engine's logprobs: set algo.old_logprobs=sampler")
+        require(moe.routing_replay != "trainer" or a.old_logprobs == "trainer", "moe.routing_replay",
+                "=trainer needs algo.old_logprobs=trainer (that forward records the routing)")
+        require((a.mini_batch_size or t.prompts_per_step * r.n) >= t.ranks, "algo.mini_batch_size",
+                "(or the whole batch) must be >= trainer.ranks: every trainer rank needs rows")
+        require(not self.cluster.colocate or t.ranks > 1, "cluster.colocate",
+                "needs trainer.ranks > 1 (a single rank trains in the driver process, outside the cluster)")
+
+
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
@@ -251,19 +343,10 @@ def _build(tp: Any, value: Any, key: str) -> Any:
     """Checks `value` against the annotation `tp` and builds dataclasses; errors name the dotted key."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key or 'config'}: expected a mapping, got {value!r}")
-        hints = typing.get_type_hints(tp)
-        names = [f.name for f in dataclasses.fields(tp)]
-        for k in value:
-            if k not in names:
-                where = f"'{key}.{k}'" if key else f"'{k}'"
-                raise ConfigError(f"unknown config key {where}; valid keys here: {', '.join(names)}")
-        kwargs = {k: _build(hints[k], v, f"{key}.{k}" if key else k) for k, v in value.items()}
-        return tp(**kwargs)
+        return _build_dataclass(tp, value, key)
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(tp))}")
+            raise ConfigError(f"{value!r} is not one of {list(typing.get_args(tp))}", key)
         return value
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
@@ -273,111 +356,90 @@ def _build(tp: Any, value: Any, key: str) -> Any:
         return _build(inner[0], value, key)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"expected a list, got {value!r}", key)
         (item_tp,) = typing.get_args(tp)
         return [_build(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+            raise ConfigError(f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})", key)
         return value
-    raise ConfigError(f"{key}: unsupported type {tp}")  # a schema bug, not a user error
+    raise ConfigError(f"unsupported type {tp}", key)  # a schema bug, not a user error
 
 
-def validate(cfg: Config) -> Config:
-    """Value checks that types cannot express."""
-    from rl.advantages import ADVANTAGES
-    from rl.aggregation import AGG_MODES
-    from rl.experts import implementations
-    from rl.losses import LOSSES
+def _build_dataclass(tp: type, value: Any, key: str) -> Any:
+    """One section: known keys only, each field built from its annotation (or its registry), then the section's
+    own checks, whose errors are placed under `key`."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"expected a mapping, got {value!r}", key or "config")
+    fields = {f.name: f for f in dataclasses.fields(tp)}
+    for k in value:
+        if k not in fields:
+            where = f"'{key}.{k}'" if key else f"'{k}'"
+            raise ConfigError(f"unknown config key {where}; valid keys here: {', '.join(fields)}")
+    hints = typing.get_type_hints(tp)
+    kwargs = {}
+    for k, v in value.items():
+        sub = f"{key}.{k}" if key else k
+        registry = fields[k].metadata.get("registry")
+        kwargs[k] = _build_objective(registry, v, sub, fields[k]) if registry else _build(hints[k], v, sub)
+    try:
+        return tp(**kwargs)
+    except ConfigError as e:
+        raise e.at(key) if key else e from None
 
-    a = cfg.algo
-    checks = [
-        (cfg.model.experts_implementation in implementations(),
-         f"model.experts_implementation {cfg.model.experts_implementation!r} is not one of {implementations()}"),
-        (a.advantage in ADVANTAGES, f"algo.advantage {a.advantage!r} is not one of {ADVANTAGES.names()}"),
-        (a.loss in LOSSES, f"algo.loss {a.loss!r} is not one of {LOSSES.names()}"),
-        (a.loss_agg in AGG_MODES, f"algo.loss_agg {a.loss_agg!r} is not one of {list(AGG_MODES)}"),
-        (a.clip_low >= 0 and a.clip_high >= 0, "algo.clip_low and algo.clip_high must be >= 0"),
-        (a.dual_clip is None or a.dual_clip > 1, "algo.dual_clip must be > 1 or null"),
-        (not (a.loss == "cispo" and a.dual_clip is not None), "algo.dual_clip must be null with algo.loss=cispo"),
-        (a.epochs >= 1, "algo.epochs must be >= 1"),
-        (a.mini_batch_size >= 0, "algo.mini_batch_size must be >= 0 (0 = the whole batch)"),
-        (a.tis_cap is None or a.tis_cap > 0, "algo.tis_cap must be > 0 or null"),
-        (a.tis_cap is None or a.old_logprobs == "trainer",
-         "algo.tis_cap needs algo.old_logprobs=trainer (the weight is pi_trainer / pi_sampler)"),
-        (not (a.kl_in_reward and a.kl_coef == 0), "algo.kl_in_reward needs algo.kl_coef > 0"),
-        (a.dynamic_sampling_max_rounds >= 0, "algo.dynamic_sampling_max_rounds must be >= 0"),
-        (0 < a.overlong_buffer <= cfg.rollout.max_new_tokens,
-         "algo.overlong_buffer must be in 1..rollout.max_new_tokens"),
-        (cfg.moe.aux_loss_coef >= 0, "moe.aux_loss_coef must be >= 0"),
-        (cfg.run.save_every >= 0 and cfg.run.keep_last >= 1, "run.save_every must be >= 0 and run.keep_last >= 1"),
-        (not cfg.run.resume or bool(cfg.run.dir), "run.resume needs run.dir (RUN_DIR=...) naming the run to continue"),
-        (cfg.moe.routing_replay != "vllm" or cfg.rollout.capture_routing,
-         "moe.routing_replay=vllm needs rollout.capture_routing=true"),
-        (cfg.moe.routing_replay != "vllm" or a.old_logprobs == "sampler",
-         "moe.routing_replay=vllm takes the ratio against the engine's logprobs: set algo.old_logprobs=sampler"),
-        (cfg.moe.routing_replay != "trainer" or a.old_logprobs == "trainer",
-         "moe.routing_replay=trainer needs algo.old_logprobs=trainer (that forward records the routing)"),
-        (cfg.rollout.n >= 2, "rollout.n must be >= 2 (GRPO needs a group)"),
-        (cfg.rollout.num_engines >= 1, "rollout.num_engines must be >= 1"),
-        (cfg.rollout.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1"),
-        (cfg.rollout.temperature > 0, "rollout.temperature must be > 0"),
-        (0 < cfg.rollout.top_p <= 1, "rollout.top_p must be in (0, 1]"),
-        (cfg.trainer.ranks >= 1, "trainer.ranks must be >= 1"),
-        ((a.mini_batch_size or cfg.trainer.prompts_per_step * cfg.rollout.n) >= cfg.trainer.ranks,
-         "every trainer rank needs rows: algo.mini_batch_size (or the whole batch) must be >= trainer.ranks"),
-        (cfg.rollout.engine_cpus > 0 and cfg.trainer.rank_cpus > 0, "rollout.engine_cpus and trainer.rank_cpus must be > 0"),
-        (cfg.rollout.engine_threads >= 0, "rollout.engine_threads must be >= 0 (0: rollout.engine_cpus)"),
-        (cfg.trainer.sharding == "replicate" or cfg.trainer.ranks > 1,
-         "trainer.sharding=fsdp needs trainer.ranks > 1 (one rank trains the whole policy in the driver)"),
-        (cfg.rollout.engine_gpus >= 0 and cfg.trainer.rank_gpus >= 0, "rollout.engine_gpus and trainer.rank_gpus must be >= 0"),
-        (cfg.rollout.max_engine_restarts >= 0, "rollout.max_engine_restarts must be >= 0"),
-        (not cfg.cluster.colocate or cfg.trainer.ranks > 1,
-         "cluster.colocate needs trainer.ranks > 1 (a single rank trains in the driver process, outside the cluster)"),
-        (cfg.cluster.timeout_s > 0, "cluster.timeout_s must be > 0"),
-        (cfg.trainer.prompts_per_step >= 1, "trainer.prompts_per_step must be >= 1"),
-        (cfg.trainer.micro_batch_size >= 1, "trainer.micro_batch_size must be >= 1"),
-        (cfg.trainer.lr > 0, "trainer.lr must be > 0"),
-        (cfg.trainer.steps >= 0, "trainer.steps must be >= 0"),
-        (len(cfg.trainer.betas) == 2, "trainer.betas must have two values"),
-        (cfg.algo.kl_coef >= 0, "algo.kl_coef must be >= 0"),
-        (len(cfg.reward.terms) >= 1, "reward.terms must name at least one verifier"),
-        (cfg.reward.workers >= 1, "reward.workers must be >= 1"),
-        (cfg.data.eval_size >= 1, "data.eval_size must be >= 1"),
-        (
-            cfg.reward.accuracy_verifier in [t.verifier for t in cfg.reward.terms],
-            f"reward.accuracy_verifier {cfg.reward.accuracy_verifier!r} is not one of reward.terms' verifiers",
-        ),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(msg)
-    return cfg
+
+def _build_objective(registry, value: Any, key: str, f: dataclasses.Field) -> ObjectiveConfig:
+    """`name` picks the registered objective (default: the field's), the other keys are its config's fields."""
+    value = {"name": value} if isinstance(value, str) else value
+    if not isinstance(value, dict):
+        raise ConfigError(f"expected a name or a mapping with a name, got {value!r}", key)
+    name = value.get("name", f.default_factory().name)
+    if name not in registry:
+        raise ConfigError(f"{name!r} is not one of {registry.names()}", key)
+    return _build_dataclass(registry.config_class(name) or ObjectiveConfig, {**value, "name": name}, key)
+
+
+def _objective_fields() -> list[tuple[str, str]]:
+    """(section, field) of every objective: where a bare name is shorthand for {name: ...}."""
+    hints = typing.get_type_hints(Config)
+    return [(s.name, f.name) for s in dataclasses.fields(Config) for f in dataclasses.fields(hints[s.name])
+            if f.metadata.get("registry")]
+
+
+def _normalise(raw: dict) -> dict:
+    """One source (the YAML or the overrides) in the schema's shape, so that sources merge key by key: a bare
+    objective name becomes {name: ...}, `rollout.async` becomes `async_` (a Python keyword), and
+    `moe.routing_replay: true/false` reads as vllm/off."""
+    for section, name in _objective_fields():
+        node = raw.get(section)
+        if isinstance(node, dict) and isinstance(node.get(name), str):
+            node[name] = {"name": node[name]}
+    rollout, moe = raw.get("rollout"), raw.get("moe")
+    if isinstance(rollout, dict) and "async" in rollout:
+        rollout["async_"] = rollout.pop("async")
+    if isinstance(moe, dict) and isinstance(moe.get("routing_replay"), bool):
+        moe["routing_replay"] = "vllm" if moe["routing_replay"] else "off"
+    return raw
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """YAML file + dotted overrides (`rollout.n=16`) -> validated Config."""
-    merged = OmegaConf.create({})
+    """YAML file + dotted overrides (`rollout.n=16`) -> checked Config."""
+    sources = []
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        sources.append(OmegaConf.load(path))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-    if overrides:
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-    raw = OmegaConf.to_container(merged, resolve=True)
-    rollout = raw.get("rollout")
-    if isinstance(rollout, dict) and "async" in rollout:  # `async` is a Python keyword: the field is async_
-        rollout["async_"] = rollout.pop("async")
-    moe = raw.get("moe")
-    if isinstance(moe, dict) and isinstance(moe.get("routing_replay"), bool):  # true/false read as vllm/off
-        moe["routing_replay"] = "vllm" if moe["routing_replay"] else "off"
-    return validate(_build(Config, raw, ""))
+    sources += [OmegaConf.from_dotlist([item]) for item in overrides or []]  # one at a time: `algo.loss=gspo
+    # algo.loss.clip_high=4e-4` must merge as {name: gspo} then {clip_high: ...}, not replace the name
+    raw = [_normalise(OmegaConf.to_container(s, resolve=True) or {}) for s in sources]
+    merged = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create({}), *raw), resolve=True)
+    return _build(Config, merged, "")
 
 
 def to_yaml(cfg: Config) -> str:

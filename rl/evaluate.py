@@ -6,28 +6,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
-from rl.config import Config, ConfigError, RewardConfig, load_config
-from rl.data import PromptRow
-from rl.scoring import score_groups
-from rollout.pool import RolloutPool
+from rl.collect.generate import generate_round, sampling
+from rl.config import Config, load_config
+from rl.data import PromptSet
+from rl.errors import UserError
 
 
-def sampling_dict(cfg: Config, n: int) -> dict:
-    r = cfg.rollout
-    return {"n": n, "temperature": r.temperature, "top_p": r.top_p, "max_new_tokens": r.max_new_tokens, "stop": list(r.stop)}
-
-
-def heldout_accuracy(pool: RolloutPool, prompt_ids: list[list[int]], rows: list[PromptRow], cfg: Config) -> float:
+def heldout_accuracy(pool, prompts: PromptSet, cfg: Config) -> float:
     """Share of problems whose single sample gets the full score from `reward.accuracy_verifier`."""
-    groups = pool.generate(prompt_ids, [r.index for r in rows], sampling_dict(cfg, 1))
-    only_acc = RewardConfig(terms=[t for t in cfg.reward.terms if t.verifier == cfg.reward.accuracy_verifier],
-                            workers=cfg.reward.workers, timeout_s=cfg.reward.timeout_s,
-                            accuracy_verifier=cfg.reward.accuracy_verifier)
-    scored = score_groups(groups, {r.index: r for r in rows}, only_acc)
-    return float((scored.terms[cfg.reward.accuracy_verifier] >= 1.0).float().mean())
+    name = cfg.reward.accuracy_verifier
+    only_acc = dataclasses.replace(cfg.reward, terms=[t for t in cfg.reward.terms if t.verifier == name])
+    scored = generate_round(pool, prompts, sampling(cfg.rollout, 1), only_acc).scored
+    return float((scored.terms[name] >= 1.0).float().mean())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,20 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", default=None, help="model folder to score; defaults to model.path")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
-    from rl.session import Session
+    from rl.run.session import Session
 
     try:
-        cfg = load_config(args.config, args.overrides)
-        if args.checkpoint:
-            cfg.model.path = args.checkpoint
+        cfg = load_config(args.config, args.overrides + ([f"model.path={args.checkpoint}"] if args.checkpoint else []))
         session = Session.start(cfg, trainable=False)
-    except (ConfigError, ValueError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    acc = heldout_accuracy(session.pool, session.eval_prompt_ids, session.eval_rows, cfg)
-    result = {"model": cfg.model.path, "eval": cfg.data.eval, "problems": len(session.eval_rows), "accuracy": acc}
-    print(json.dumps(result))
-    session.close()
+    try:
+        acc = heldout_accuracy(session.pool, session.eval, cfg)
+        print(json.dumps({"model": cfg.model.path, "eval": cfg.data.eval, "problems": len(session.eval), "accuracy": acc}))
+    finally:
+        session.close()
     return 0
 
 

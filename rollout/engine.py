@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from rollout.types import Completion, RolloutGroup
+from rollout.types import Completion, RolloutGroup, Sampling
 
 
 def create_engine(model_path: str, *, dtype: str, seed: int, enforce_eager: bool, kv_cache_gib: int,
@@ -35,18 +35,18 @@ def create_engine(model_path: str, *, dtype: str, seed: int, enforce_eager: bool
     )
 
 
-def sampling_params(n: int, temperature: float, top_p: float, max_new_tokens: int, stop: list[str], seed: int | None = None):
+def sampling_params(s: Sampling):
     from vllm import SamplingParams
 
     return SamplingParams(
-        n=n,
-        temperature=temperature,
-        top_p=top_p,
-        max_tokens=max_new_tokens,
-        stop=list(stop),
+        n=s.n,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        max_tokens=s.max_new_tokens,
+        stop=list(s.stop),
         include_stop_str_in_output=True,  # the format reward must see the closing tag
         logprobs=0,  # the sampled token's own logprob
-        seed=seed,
+        seed=s.seed,
     )
 
 

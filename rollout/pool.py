@@ -17,7 +17,7 @@ import ray
 import torch
 
 from rollout.shared_memory import SharedWeights
-from rollout.types import RolloutGroup
+from rollout.types import RolloutGroup, Sampling
 from rollout.weight_sync import PackedWeights, pack_tensors
 from rollout.worker import RolloutWorker
 
@@ -34,7 +34,7 @@ class Pending:
 
     shards: list[tuple[int, list[list[int]], list[int]]]  # (engine slot, prompt ids, prompt indices)
     futures: list[ray.ObjectRef]
-    sampling: dict
+    sampling: Sampling
 
 
 class RolloutPool:
@@ -61,7 +61,7 @@ class RolloutPool:
     def live(self) -> list[int]:
         return [i for i, w in enumerate(self.workers) if w is not None]
 
-    def submit(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: dict) -> Pending:
+    def submit(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: Sampling) -> Pending:
         """Deals prompts to the live engines in contiguous shards and starts generating; returns at once."""
         slots = self.live()
         if not slots:
@@ -85,7 +85,7 @@ class RolloutPool:
                     future = self.workers[slot].generate.remote(ids, idx, pending.sampling)
         return out
 
-    def generate(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: dict) -> list[RolloutGroup]:
+    def generate(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: Sampling) -> list[RolloutGroup]:
         """One group per prompt, in the order given."""
         return self.wait(self.submit(prompt_ids, prompt_indices, sampling))
 

@@ -3,11 +3,12 @@
 vLLM 0.32 returns routed experts only with Model Runner V2, which needs Triton, so on CPU we hook the engine:
 - a wrapper on the model runner's `_prepare_inputs` records the step's batch layout: the request ids in batch
   order and how many tokens each one has in this forward;
-- a forward hook on every MoE layer's gate (`*.mlp.gate`, `*.block_sparse_moe.gate`) takes its router logits (num_tokens, E), picks the
+- a forward hook on every MoE layer's router (`rl.families.is_router`) takes its router logits (num_tokens, E), picks the
   top-k experts as vLLM's router does (top-k of the softmax, i.e. of the logits), and files each request's rows.
 A request's rows concatenate, in order, to its routing at positions 0 .. prompt_len + generated - 2 (every
 token that was fed to the model; the last sampled token never is). Prefix caching must be off (it is).
-This reaches into vLLM internals of the pinned version; `tests/test_routing_capture.py` guards it.
+This reaches into vLLM internals of the pinned version; `tests/test_e2e.py` guards it (`moe/routing_agreement`
+of a real run), `tests/test_routing.py` the bookkeeping.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import defaultdict
 
 import torch
 
-ROUTER_NAMES = ("mlp.gate", "block_sparse_moe.gate")  # Qwen2/3-MoE, OLMoE, DeepSeek; Mixtral
+from rl.families import is_router
 
 
 class RoutingCapture:
@@ -28,7 +29,7 @@ class RoutingCapture:
         self.layout: list[tuple[str, int]] | None = None
         self.step: dict[int, torch.Tensor] = {}  # layer -> (N, k) of the current forward
         self.rows: dict[str, list[torch.Tensor]] = defaultdict(list)  # request -> [(n, layers, k)] chunks
-        gates = [m for n, m in runner.model.named_modules() if n.endswith(ROUTER_NAMES)]
+        gates = [m for n, m in runner.model.named_modules() if is_router(n)]
         self.num_layers = len(gates)
         self.handles = [g.register_forward_hook(self._hook(i)) for i, g in enumerate(gates)]
         original = runner._prepare_inputs

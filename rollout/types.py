@@ -7,6 +7,18 @@ from dataclasses import dataclass, field
 import torch
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How an engine samples a call's groups."""
+
+    n: int  # samples per prompt (the group size G)
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    stop: tuple[str, ...] = ()  # stop strings, kept in the output so the format reward can see them
+    seed: int | None = None
+
+
 @dataclass
 class Completion:
     """One sampled answer: its tokens, text, per-token sampling logprobs and why it stopped."""

@@ -1,8 +1,7 @@
 """Pushing trainer weights into a running vLLM engine in place, and the MoE fix-up that needs.
 
-Trainer side: `checkpoint_tensors` turns a transformers model's state into checkpoint names
-(transformers 5 keeps experts fused; vLLM's loader wants one name per expert).
-Engine side: `reload_in_place` runs on the vLLM worker through `collective_rpc`.
+The trainer's `rl.trainer.export.checkpoint_tensors` gives checkpoint names (one per expert); `pack_tensors`
+lays them in one buffer per dtype for Ray. Engine side: `reload_in_place` runs on the vLLM worker through `collective_rpc`.
 """
 
 from __future__ import annotations
@@ -25,17 +24,6 @@ from rollout.direct_load import (
     proves,
     repack_moe,
 )
-
-
-def checkpoint_tensors(model: torch.nn.Module, state: dict[str, torch.Tensor] | None = None) -> list[tuple[str, torch.Tensor]]:
-    """(name, tensor) pairs in checkpoint layout, detached on CPU; fused experts are split per expert.
-    `state`: the model's whole state dict when the model itself holds only a shard of it (FSDP)."""
-    from transformers.core_model_loading import revert_weight_conversion
-
-    state = {k: v.detach() for k, v in (model.state_dict() if state is None else state).items()}
-    # transformers' own inverse of its load-time conversion, so every MoE family it knows is covered.
-    state = revert_weight_conversion(model, state)
-    return [(k, v.to("cpu", copy=False).contiguous()) for k, v in state.items()]
 
 
 @dataclass

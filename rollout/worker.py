@@ -11,7 +11,7 @@ import ray
 from rollout.engine import create_engine, generate_groups, sampling_params
 from rollout.routing import install_capture
 from rollout.shared_memory import SharedHandle, open_shared, release_shared
-from rollout.types import RolloutGroup
+from rollout.types import RolloutGroup, Sampling
 from rollout.weight_sync import PackedWeights, push_weights, unpack_tensors
 
 logger = logging.getLogger(__name__)
@@ -27,8 +27,8 @@ class RolloutWorker:
             logger.warning("rollout.capture_routing: no router modules found in the engine's model; capture is off")
             self.capture = False
 
-    def generate(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: dict) -> list[RolloutGroup]:
-        groups = generate_groups(self.llm, prompt_ids, prompt_indices, sampling_params(**sampling), self.capture)
+    def generate(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: Sampling) -> list[RolloutGroup]:
+        groups = generate_groups(self.llm, prompt_ids, prompt_indices, sampling_params(sampling), self.capture)
         for g in groups:
             g.engine = self.rank
         return groups

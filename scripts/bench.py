@@ -70,6 +70,7 @@ def standalone_vllm_tokens_per_s(cfg, batches: list[list[int]]) -> tuple[float, 
     prompts make the two rates comparable. Returns (tokens/s, tokens generated)."""
     from transformers import AutoTokenizer
 
+    from rl.collect.generate import sampling
     from rl.data import apply_template, load_prompts
     from rollout.engine import create_engine, generate_groups, sampling_params
 
@@ -85,7 +86,7 @@ def standalone_vllm_tokens_per_s(cfg, batches: list[list[int]]) -> tuple[float, 
         os.environ.pop("OMP_NUM_THREADS", None)
     else:
         os.environ["OMP_NUM_THREADS"] = omp
-    params = sampling_params(r.n, r.temperature, r.top_p, r.max_new_tokens, list(r.stop))
+    params = sampling_params(sampling(r, r.n))
     generate_groups(llm, ids[0], list(range(len(ids[0]))), params)  # warm-up
     tokens, seconds = 0, 0.0
     for batch in ids:

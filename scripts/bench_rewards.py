@@ -98,7 +98,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import rewards
-    from rewards.sandbox import isolation_report
+    from rewards.code.sandbox import isolation_report
 
     t0 = time.perf_counter()
     rewards.score_batch([("math", "\\boxed{1}", "1", {})] * args.workers, workers=args.workers)

@@ -13,8 +13,8 @@ import tempfile
 import time
 
 from rl.config import load_config
-from rl.session import Session
-from rollout.weight_sync import checkpoint_tensors
+from rl.run.session import Session
+from rl.trainer.export import checkpoint_tensors
 
 
 def main(overrides: list[str]) -> None:

@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from rl.batch import TrainBatch
+from rl.batch.types import TrainBatch
 from rl.config import load_config
-from rl.trainer import Trainer
+from rl.trainer.rank import Trainer
 
 VARIANTS = {
     "neither": ["trainer.pack_sequences=false", "model.experts_implementation=grouped_mm"],

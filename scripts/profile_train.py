@@ -11,7 +11,7 @@ import argparse
 import torch
 from torch.profiler import profile
 
-from rl.policy import load_policy
+from rl.trainer.policy import load_policy
 
 
 def main() -> None:

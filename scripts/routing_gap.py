@@ -28,42 +28,45 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=64)
     args = p.parse_args()
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    from rl.batch import build_batch
+    from rl.batch.build import build_tokens
     from rl.data import apply_template, load_prompts
-    from rl.logprobs import token_logprobs
-    from rl.moe import RoutingHooks, sampler_agreement, top_k_of
-    from rl.policy import load_policy, load_tokenizer
-    from rl.step import mismatch_metrics
+    from rl.families import top_k_of
+    from rl.objectives.mismatch import mismatch_metrics
+    from rl.trainer.forward import token_logprobs
+    from rl.trainer.moe import RoutingHooks, sampler_agreement
+    from rl.trainer.policy import load_policy, load_tokenizer
     from rollout.engine import create_engine, generate_groups, sampling_params
     from rollout.routing import install_capture
+    from rollout.types import Sampling
 
     tok = load_tokenizer(args.model)
     policy = load_policy(args.model, args.dtype, trainable=False)
-    k = top_k_of(policy)
-    rows = load_prompts("rl/data/arithmetic/heldout.jsonl")[: args.prompts]
+    k = top_k_of(policy.config)
+    rows = load_prompts("rl/tasks/arithmetic/data/heldout.jsonl")[: args.prompts]
     ids = [tok(apply_template(r.question, "r1_zero"))["input_ids"] for r in rows]
     llm = create_engine(args.model, dtype=args.dtype, seed=0, enforce_eager=True, kv_cache_gib=1,
                         gpu_memory_utilization=0.3, max_model_len=max(map(len, ids)) + args.max_new_tokens,
                         threads=0)
     llm.collective_rpc(install_capture, args=(k,))
-    groups = generate_groups(llm, ids, list(range(len(ids))), sampling_params(args.n, 1.0, 1.0, args.max_new_tokens,
-                                                                            ["</answer>"]), capture_routing=True)
+    groups = generate_groups(llm, ids, list(range(len(ids))), sampling_params(Sampling(args.n, 1.0, 1.0, args.max_new_tokens,
+                                                                                     ("</answer>",))),
+                             capture_routing=True)
     P, G = len(groups), args.n
-    batch = build_batch(groups, torch.zeros(P, G), torch.ones(P, G, dtype=torch.bool), tok.pad_token_id)
-    positions = torch.nn.functional.pad(batch.mask, (0, 1))  # inputs whose outputs score response tokens
+    batch = build_tokens(groups, tok.pad_token_id)  # every sample's response tokens are compared
+    positions = torch.nn.functional.pad(batch.response_mask, (0, 1))  # inputs whose outputs score response tokens
     shape = tuple(batch.input_ids.shape)
-    result = {"dtype": args.dtype, "samples": P * G, "response_tokens": int(batch.mask.sum())}
+    result = {"dtype": args.dtype, "samples": P * G, "response_tokens": int(batch.response_mask.sum())}
     with torch.no_grad():
         fwd = token_logprobs(policy, batch.input_ids, batch.attention_mask, with_router=True)
         agree, total = sampler_agreement(fwd.router_logits, batch.sampler_experts, positions, k)
         result["without_replay"] = {"routing_agreement": agree / total,
-                                    **mismatch_metrics(fwd.logps.float(), batch.sampler_logps, batch.mask)}
+                                    **mismatch_metrics(fwd.logps.float(), batch.sampler_logps, batch.response_mask)}
         # replay, then record what the experts actually received (a hook registered after the replay's)
         with RoutingHooks(policy, shape, batch.sampler_experts, positions), RoutingHooks(policy, shape) as used:
             replayed = token_logprobs(policy, batch.input_ids, batch.attention_mask).logps
         same = (used.experts().sort(-1).values == batch.sampler_experts.sort(-1).values).all(-1)  # (B, L, layers)
         result["with_replay"] = {"routing_agreement": float(same[positions].float().mean()),
-                                 **mismatch_metrics(replayed.float(), batch.sampler_logps, batch.mask)}
+                                 **mismatch_metrics(replayed.float(), batch.sampler_logps, batch.response_mask)}
     print(json.dumps(result, indent=2))
 
 

@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
 import torch
 
 from rl.config import load_config
 from rl.data.sampler import EpochSampler
 from rl.train import train
+
+pytestmark = pytest.mark.engines
 
 ARGS = ["rollout.async=true", "trainer.steps=3", "trainer.prompts_per_step=4", "rollout.n=4",
         "rollout.max_new_tokens=32", "run.eval_before=false", "run.eval_after=false", "run.save_every=1",

@@ -2,14 +2,18 @@
 different nodes and 2 trainer ranks; 3 steps train, and an engine on a node other than the driver's matches the
 trainer's logprobs after the sync."""
 
+import pytest
 import ray
 from ray.cluster_utils import Cluster
 
+from rl.collect.collector import Collector
+from rl.collect.generate import sampling
 from rl.config import load_config
 from rl.data.sampler import EpochSampler
-from rl.evaluate import sampling_dict
-from rl.session import Session
+from rl.run.session import Session
 from rl.train import rl_step
+
+pytestmark = pytest.mark.engines
 
 ARGS = ["rollout.num_engines=2", "rollout.engine_threads=1", "trainer.ranks=2", "cluster.strategy=SPREAD", "trainer.prompts_per_step=4",
         "rollout.n=4", "rollout.max_new_tokens=32", "data.eval_size=16", "trainer.micro_batch_size=8",
@@ -27,15 +31,15 @@ def test_three_nodes_two_engines_two_ranks(tmp_path, monkeypatch):
         driver_node = ray.get_runtime_context().get_node_id()
         assert len(set(s.pool.node_ids)) == 2, "the engines share a node"
         assert len(s.trainer.node_ids) == 2
-        sampler = EpochSampler(len(s.train_rows), cfg.data.seed)
-        steps = [rl_step(s, sampler.next)[0] for _ in range(3)]
+        collector = Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), cfg.data.seed))
+        steps = [rl_step(s, collector) for _ in range(3)]
         assert all(m["optimizer_steps"] == 1 for m in steps)
         # steps 2 and 3 sampled from synced weights: the ranks' logprobs match both engines' on those samples
         assert max(m["rollout/logprob_abs_diff_max"] for m in steps[1:]) < 1e-3
         remote = [i for i, n in enumerate(s.pool.node_ids) if n != driver_node]
         assert remote, "no engine on a remote node"
-        groups = ray.get(s.pool.workers[remote[0]].generate.remote(s.eval_prompt_ids[:4], [0, 1, 2, 3],
-                                                                   sampling_dict(cfg, 4)))
+        groups = ray.get(s.pool.workers[remote[0]].generate.remote(s.eval.head(4).ids, [0, 1, 2, 3],
+                                                                   sampling(cfg.rollout, 4)))
         assert s.trainer.sync_gap(groups, s.tokenizer.pad_token_id) < 1e-3
     finally:
         s.close()
@@ -58,8 +62,8 @@ def test_removed_node_engine_is_recreated_elsewhere(tmp_path, monkeypatch):
     try:
         lost = s.pool.node_ids[1]
         cluster.remove_node(node_of(cluster, lost), allow_graceful=False)
-        groups = s.pool.generate(s.eval_prompt_ids, [r.index for r in s.eval_rows], sampling_dict(cfg, 2))
-        assert [g.prompt_index for g in groups] == [r.index for r in s.eval_rows]
+        groups = s.pool.generate(s.eval.ids, s.eval.indices(), sampling(cfg.rollout, 2))
+        assert [g.prompt_index for g in groups] == s.eval.indices()
         assert s.pool.restarts == 1
         moved_to = ray.get(s.pool.workers[1].node_id.remote())
         assert moved_to not in (lost, s.pool.node_ids[0])
@@ -77,8 +81,8 @@ def test_no_room_after_node_loss_stops_with_checkpoint(tmp_path, monkeypatch):
 
     import pytest
 
-    from rl.checkpoint import complete_checkpoints
     from rl.train import train
+    from rl.trainer.checkpoint import complete_checkpoints
     from rollout.pool import EngineLost
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})

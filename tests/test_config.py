@@ -6,10 +6,11 @@ from rl.config import ConfigError, load_config
 
 
 def test_tiny_yaml_loads_with_overrides():
-    cfg = load_config("configs/tiny.yaml", ["rollout.n=4", "trainer.lr=1e-5", "algo.dual_clip=3"])
+    cfg = load_config("configs/tiny.yaml", ["rollout.n=4", "trainer.lr=1e-5", "algo.loss.dual_clip=3"])
     assert cfg.rollout.n == 4
     assert cfg.trainer.lr == pytest.approx(1e-5)
-    assert cfg.algo.dual_clip == 3.0 and isinstance(cfg.algo.dual_clip, float)
+    assert cfg.algo.loss.name == "ppo_clip"
+    assert cfg.algo.loss.dual_clip == 3.0 and isinstance(cfg.algo.loss.dual_clip, float)
     assert [(t.verifier, t.weight) for t in cfg.reward.terms] == [("math", 1.0), ("format", 0.1)]
 
 
@@ -33,6 +34,40 @@ def test_bad_override_names_the_key(override, needle):
     with pytest.raises(ConfigError, match=None) as e:
         load_config("configs/tiny.yaml", [override])
     assert needle in str(e.value)
+
+
+def test_objective_by_name_or_with_its_settings(tmp_path):
+    cfg = load_config("configs/tiny.yaml", ["algo.loss=gspo", "algo.loss.clip_high=4e-4"])
+    assert (cfg.algo.loss.name, cfg.algo.loss.clip_low, cfg.algo.loss.clip_high) == ("gspo", 0.2, 4e-4)
+    yaml = tmp_path / "x.yaml"
+    yaml.write_text("algo:\n  loss: {name: cispo, clip_low: 1.0}\n")
+    cfg = load_config(yaml, ["algo.loss.clip_high=0.3"])  # an override merges into the YAML's settings
+    assert (cfg.algo.loss.name, cfg.algo.loss.clip_low, cfg.algo.loss.clip_high) == ("cispo", 1.0, 0.3)
+    with pytest.raises(ConfigError, match=r"unknown config key 'algo\.loss\.dual_clip'; valid keys here: name, clip_low"):
+        load_config(yaml, ["algo.loss.dual_clip=3"])  # cispo's weight is clipped already: it takes no dual clip
+    # the resolved config records the objective's name and every setting, and loads back the same
+    from rl.config import to_yaml
+
+    again = tmp_path / "again.yaml"
+    again.write_text(to_yaml(cfg))
+    assert load_config(again) == cfg
+
+
+def test_code_built_config_is_checked():
+    from rl.config import AlgoConfig, Config, RolloutConfig
+
+    with pytest.raises(ConfigError, match="algo.epochs must be >= 1|epochs must be >= 1"):
+        AlgoConfig(epochs=0)
+    with pytest.raises(ConfigError, match="algo.overlong_buffer must be in 1..rollout.max_new_tokens"):
+        Config(algo=AlgoConfig(overlong="soft", overlong_buffer=65), rollout=RolloutConfig(max_new_tokens=64))
+
+
+def test_reward_terms_have_their_own_time_limits():
+    cfg = load_config("configs/tiny.yaml", ["reward.terms=[{verifier: math, weight: 1.0, timeout_s: 3}]"])
+    assert cfg.reward.terms[0].timeout_s == 3.0
+    assert load_config("configs/tiny.yaml").reward.terms[0].timeout_s is None  # the verifier's own limit
+    with pytest.raises(ConfigError, match=r"reward.terms\[0\].timeout_s must be > 0"):
+        load_config("configs/tiny.yaml", ["reward.terms=[{verifier: math, timeout_s: 0}]"])
 
 
 def test_unknown_key_in_yaml_names_it(tmp_path):

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from rl.data import apply_template, load_prompts
-from rl.data.arithmetic import splits
 from rl.data.prompts import DatasetError
 from rl.data.sampler import EpochSampler
+from rl.tasks.arithmetic.task import splits
 
 
 def write_jsonl(path, rows):
@@ -19,10 +19,10 @@ def test_embedded_splits_are_disjoint_and_shipped():
     train, heldout = splits()
     assert len(heldout) == 512 and len(train) == 10000 - 512
     assert not set(train) & set(heldout)
-    rows = load_prompts("rl/data/arithmetic/heldout.jsonl")
+    rows = load_prompts("rl/tasks/arithmetic/data/heldout.jsonl")
     a, b = heldout[0]
     assert rows[0].question == f"What is {a} + {b}?" and rows[0].answer == str(a + b)
-    shipped_train = {r.question for r in load_prompts("rl/data/arithmetic/train.jsonl")}
+    shipped_train = {r.question for r in load_prompts("rl/tasks/arithmetic/data/train.jsonl")}
     assert not shipped_train & {r.question for r in rows}
 
 

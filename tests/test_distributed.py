@@ -1,15 +1,17 @@
 """The sharded trainer and the placement: two torch.distributed ranks (gloo, Ray actors) train exactly as one rank
 on the same global batch, and a placement the cluster cannot hold fails at once with what is missing."""
 
+import dataclasses
+
 import pytest
 import ray
 import torch
 
-from rl.batch import TrainBatch
+from rl.batch.types import TrainBatch
 from rl.config import load_config
-from rl.placement import PlacementError, check_fits, plan
-from rl.trainer import Trainer
-from rl.trainer_group import TrainerGroup
+from rl.run.placement import PlacementError, check_fits, plan
+from rl.trainer.group import TrainerGroup
+from rl.trainer.rank import Trainer
 from rollout.weight_sync import unpack_tensors
 
 MODEL = "models/tiny-moe-base"
@@ -37,6 +39,7 @@ def random_batch(trainer, B=16, L=24, prompt=6, seed=0) -> TrainBatch:
     return TrainBatch(ids, attn, mask, old, adv, mask.sum(1), sampler_logps=old.clone())
 
 
+@pytest.mark.engines
 @pytest.mark.parametrize("sharding", ["replicate", "fsdp"])
 def test_two_ranks_train_like_one_rank(sharding):
     """Then, on 13 rows (mini-batches of 8 and 5), the ranks run 2+2 and then 1+2 micro-batches: under FSDP the
@@ -44,7 +47,7 @@ def test_two_ranks_train_like_one_rank(sharding):
     cfg = load_config("configs/tiny.yaml", ARGS + [f"trainer.sharding={sharding}"])
     one = Trainer(cfg, MODEL, MODEL)
     batch = random_batch(one)
-    batch.ref_logps, _ = one.logprobs(batch.input_ids, batch.attention_mask, "reference")
+    batch = dataclasses.replace(batch, ref_logps=one.logprobs(batch.input_ids, batch.attention_mask, "reference")[0])
     odd = random_batch(one, B=13, seed=1)
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
@@ -57,12 +60,11 @@ def test_two_ranks_train_like_one_rank(sharding):
         own2, _ = group.logprobs(odd.input_ids, odd.attention_mask)  # the policy: sharded under FSDP
         own1, _ = one.logprobs(odd.input_ids, odd.attention_mask)
         assert torch.allclose(own2[odd.mask], own1[odd.mask], atol=1e-5)
-        m1, before1, rows1 = one.update(batch)
+        m1, before1, rows1 = dataclasses.astuple(one.update(batch))
         w1 = {k: v.clone() for k, v in one.weights()}  # views of the live weights otherwise
-        m2, before2, rows2 = group.update(batch)
+        m2, before2, rows2 = dataclasses.astuple(group.update(batch))
         w2 = dict(unpack_tensors(ray.get(group.weights())))
-        odd1, _, _ = one.update(odd)
-        odd2, _, _ = group.update(odd)
+        odd1, odd2 = one.update(odd).metrics, group.update(odd).metrics
         group.shutdown()
     finally:
         ray.shutdown()
@@ -110,6 +112,7 @@ def test_placement_that_cannot_fit_names_what_is_missing():
     check_fits([{"CPU": 1.0}] * 4, "SPREAD", nodes)  # fits: no error
 
 
+@pytest.mark.engines
 def test_unsatisfiable_run_fails_fast(tmp_path):
     """The whole CLI: engines asking for a GPU on a cluster without one exit with the reason. (The local cluster
     is started with as many logical CPUs as the config asks for, so CPUs are never short there.)"""

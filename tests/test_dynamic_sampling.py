@@ -1,14 +1,13 @@
-"""DAPO dynamic sampling in `rl.train.collect`: which groups are kept, how many rounds, the data ledger.
+"""DAPO dynamic sampling in the collect stage (`rl.collect.collector.Collector`): which groups are kept, how many
+rounds, the data ledger.
 
 The rollout pool here is a fake that answers from a table (this test is about the collection logic, not
 generation); the rewards are the real verifiers.
 """
 
-from types import SimpleNamespace
-
+from rl.collect.collector import Collector
 from rl.config import load_config
-from rl.data.prompts import PromptRow
-from rl.train import collect
+from rl.data.prompts import PromptRow, PromptSet
 from rollout.types import Completion, RolloutGroup
 
 RIGHT, WRONG = " x </think> <answer> 5 </answer>", " x </think> <answer> 6 </answer>"
@@ -24,36 +23,52 @@ class FakePool:
     def wait(self, pending):
         return pending
 
+    def generate(self, prompt_ids, prompt_indices, sampling):
+        return self.wait(self.submit(prompt_ids, prompt_indices, sampling))
 
-def session(overrides):
+
+class InOrder:
+    """A data cursor that walks the given positions in order (the real one shuffles)."""
+
+    def __init__(self, order):
+        self.order, self.pos = list(order), 0
+
+    def next(self, n):
+        self.pos += n
+        return self.order[self.pos - n : self.pos]
+
+    def state_dict(self):
+        return {"pos": self.pos}
+
+
+def collect(overrides, order=tuple(TABLE)):
     cfg = load_config("configs/tiny.yaml", ["rollout.n=4", "trainer.prompts_per_step=2"] + overrides)
-    rows = [PromptRow(i, "what is 2 + 3?", "5") for i in TABLE]
-    return SimpleNamespace(cfg=cfg, pool=FakePool(), train_prompt_ids=[[1, 2]] * len(rows), train_rows=rows)
-
-
-def drawer():
-    order = iter(range(len(TABLE)))
-    return lambda n: [next(order) for _ in range(n)]
+    prompts = PromptSet([PromptRow(i, "what is 2 + 3?", "5") for i in TABLE], [[1, 2]] * len(TABLE))
+    c = Collector(cfg, FakePool(), prompts, InOrder(order))
+    out = c.collect(last=True)
+    return out, out.metrics(cfg.algo.dynamic_sampling), c
 
 
 def test_keeps_groups_with_signal_and_records_the_dropped():
-    groups, scored, info = collect(session(["algo.dynamic_sampling=true"]), drawer())
-    assert [g.prompt_index for g in groups] == [1, 3]  # 0 and 2 are uniform
+    out, info, _ = collect(["algo.dynamic_sampling=true"])
+    assert [g.prompt_index for g in out.groups] == [1, 3]  # 0 and 2 are uniform
     assert info["data/dropped_indices"] == [0, 2] and info["sampling/rounds"] == 3
-    assert scored.total.shape == (2, 4) and scored.terms["math"][0].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert out.scored.total.shape == (2, 4) and out.scored.terms["math"][0].tolist() == [1.0, 0.0, 0.0, 0.0]
 
 
 def test_round_cap_trains_on_what_it_has():
-    groups, _, info = collect(session(["algo.dynamic_sampling=true", "algo.dynamic_sampling_max_rounds=1"]), drawer())
-    assert [g.prompt_index for g in groups] == [1] and info["data/dropped_indices"] == [0, 2]
+    out, info, _ = collect(["algo.dynamic_sampling=true", "algo.dynamic_sampling_max_rounds=1"])
+    assert [g.prompt_index for g in out.groups] == [1] and info["data/dropped_indices"] == [0, 2]
 
 
 def test_nothing_with_signal_trains_on_the_last_round_and_does_not_call_it_dropped():
-    s = session(["algo.dynamic_sampling=true", "algo.dynamic_sampling_max_rounds=0"])
-    groups, _, info = collect(s, lambda n: [0, 2][:n])
-    assert [g.prompt_index for g in groups] == [0, 2] and info["data/dropped_indices"] == []
+    out, info, _ = collect(["algo.dynamic_sampling=true", "algo.dynamic_sampling_max_rounds=0"], order=[0, 2])
+    assert [g.prompt_index for g in out.groups] == [0, 2] and info["data/dropped_indices"] == []
 
 
-def test_off_takes_the_draw_as_is():
-    groups, _, info = collect(session([]), drawer())
-    assert [g.prompt_index for g in groups] == [0, 1] and info["data/dropped_indices"] == []
+def test_off_takes_the_draw_as_is_and_the_ledger_commits():
+    out, info, c = collect([])
+    assert [g.prompt_index for g in out.groups] == [0, 1] and info["data/dropped_indices"] == []
+    assert c.step_open and c.resume_cursor() == {"pos": 0}  # not trained yet: a checkpoint redoes this draw
+    c.commit()
+    assert not c.step_open and c.resume_cursor() == {"pos": 2}

@@ -10,14 +10,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rl.batch import build_batch
+from rl.batch.build import build_tokens
+from rl.batch.types import TrainBatch
+from rl.collect.collector import Collector
+from rl.collect.generate import sampling
 from rl.config import load_config
-from rl.evaluate import sampling_dict
-from rl.parity import max_logprob_gap
-from rl.session import Session
-from rl.step import policy_step
+from rl.data.sampler import EpochSampler
+from rl.run.session import Session
+from rl.sync.parity import max_logprob_gap
 from rl.train import rl_step, train
-from rollout.weight_sync import checkpoint_tensors
+from rl.trainer.export import checkpoint_tensors
+from rl.trainer.update import policy_step
+
+pytestmark = pytest.mark.engines
 
 SMALL = ["trainer.prompts_per_step=4", "rollout.n=4", "data.eval_size=16", "rollout.max_new_tokens=48",
          "trainer.micro_batch_size=8"]
@@ -28,23 +33,23 @@ def test_sync_parity_and_its_negative(tmp_path):
     cfg = load_config("configs/tiny.yaml", SMALL + ["trainer.lr=1e-3", f"run.dir={tmp_path}"])
     s = Session.start(cfg)
     try:
-        opt, sched = s.trainer.optimizer, s.trainer.scheduler
-        rl_step(s, lambda n: list(range(n)))  # generate, score, update, sync
-        prompts, idx = s.eval_prompt_ids[:4], [r.index for r in s.eval_rows[:4]]
-        groups = s.pool.generate(prompts, idx, sampling_dict(cfg, 4))
+        rl_step(s, Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), 0)))  # generate, score, update, sync
+        prompts, idx, four = s.eval.head(4).ids, s.eval.head(4).indices(), sampling(cfg.rollout, 4)
+        groups = s.pool.generate(prompts, idx, four)
         synced_gap = max_logprob_gap(s.policy, groups, cfg.rollout.temperature, s.tokenizer.pad_token_id)
         assert synced_gap < PARITY_TOL
 
         # Update the policy again but skip the sync: the engine now samples from stale weights.
-        batch = build_batch(groups, torch.randn(4, 4), torch.ones(4, 4, dtype=torch.bool), s.tokenizer.pad_token_id)
-        policy_step(s.policy, opt, sched, batch, cfg.algo, micro_batch_size=8, temperature=1.0, grad_clip=1.0,
-                    max_new_tokens=48)
-        stale = s.pool.generate(prompts, idx, sampling_dict(cfg, 4))
+        t = build_tokens(groups, s.tokenizer.pad_token_id)
+        batch = TrainBatch(t.input_ids, t.attention_mask, t.response_mask, t.sampler_logps, torch.randn(16),
+                           t.response_lengths, sampler_logps=t.sampler_logps)
+        policy_step(s.policy, s.trainer.optim, batch, cfg)
+        stale = s.pool.generate(prompts, idx, four)
         stale_gap = max_logprob_gap(s.policy, stale, cfg.rollout.temperature, s.tokenizer.pad_token_id)
         assert stale_gap > PARITY_TOL, "a skipped sync must be caught by the parity check"
 
         s.pool.update_weights(checkpoint_tensors(s.policy))
-        resynced = s.pool.generate(prompts, idx, sampling_dict(cfg, 4))
+        resynced = s.pool.generate(prompts, idx, four)
         assert max_logprob_gap(s.policy, resynced, cfg.rollout.temperature, s.tokenizer.pad_token_id) < PARITY_TOL
     finally:
         s.close()
@@ -88,7 +93,7 @@ def test_short_training_run_writes_everything(tmp_path):
 
 
 def test_missing_model_path_fails_clearly(tmp_path):
-    from rl.policy import ModelPathError, resolve_model_path
+    from rl.trainer.policy import ModelPathError, resolve_model_path
 
     with pytest.raises(ModelPathError, match="make base-model"):
         resolve_model_path(str(tmp_path / "no-model"))
@@ -102,7 +107,7 @@ def test_every_objective_knob_at_once_trains_and_stays_in_sync(tmp_path):
     sampling and soft overlong penalty, KL in the reward, MoE aux loss, a frozen router and routing replay:
     two real steps."""
     run_dir = tmp_path / "run"
-    knobs = ["algo.loss=gspo", "algo.clip_low=0.0003", "algo.clip_high=0.0004", "algo.advantage=dr_grpo",
+    knobs = ["algo.loss=gspo", "algo.loss.clip_low=0.0003", "algo.loss.clip_high=0.0004", "algo.advantage=dr_grpo",
              "algo.loss_agg=seq_mean_token_mean", "algo.old_logprobs=trainer", "algo.tis_cap=2.0", "algo.epochs=2",
              "algo.mini_batch_size=8", "algo.dynamic_sampling=true", "algo.dynamic_sampling_max_rounds=2",
              "algo.overlong=soft", "algo.overlong_buffer=8", "algo.kl_coef=0.01", "algo.kl_in_reward=true",

@@ -1,10 +1,10 @@
-"""rl/experts.py: the trainer's MoE experts give transformers' values and gradients, through either matmul path."""
+"""rl/trainer/experts.py: the trainer's MoE experts give transformers' values and gradients, through either matmul path."""
 
 import pytest
 import torch
 
 from rl.config import load_config
-from rl.experts import _Rows, experts_forward, register
+from rl.trainer.experts import _Rows, experts_forward, register
 
 
 def test_rows_backward_gathers_and_sums_the_repeats_by_hand():
@@ -77,8 +77,8 @@ def test_tiny_model_logprobs_and_grads_match_grouped_mm():
         logits.logsumexp(-1).mean().backward()
         experts = model.model.layers[0].mlp.experts
         results.append((logits.detach(), experts.gate_up_proj.grad, experts.down_proj.grad))
-    for a, b in zip(*results, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(*results, strict=True):  # fp32 sums in another order: ~1e-6 apart (seen 1.3e-6 on a logit)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_experts_implementation_is_named():

@@ -6,13 +6,17 @@ import signal
 import threading
 import time
 
+import pytest
 import ray
 
+from rl.collect.collector import Collector
+from rl.collect.generate import sampling
 from rl.config import load_config
 from rl.data.sampler import EpochSampler
-from rl.evaluate import sampling_dict
-from rl.session import Session
+from rl.run.session import Session
 from rl.train import rl_step
+
+pytestmark = pytest.mark.engines
 
 SMALL = ["rollout.num_engines=2", "rollout.engine_threads=1", "trainer.prompts_per_step=32", "rollout.n=8", "rollout.max_new_tokens=64",
          "data.eval_size=16", "trainer.micro_batch_size=64", "trainer.lr=1e-3", "algo.kl_coef=0"]
@@ -40,18 +44,18 @@ def test_engine_killed_mid_generation_costs_no_prompt(tmp_path):
     cfg = load_config("configs/tiny.yaml", SMALL + [f"run.dir={tmp_path}"])
     s = Session.start(cfg)
     try:
-        sampler = EpochSampler(len(s.train_rows), cfg.data.seed)
-        want = EpochSampler(len(s.train_rows), cfg.data.seed).next(32)  # an undisturbed run draws these
+        collector = Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), cfg.data.seed))
+        want = EpochSampler(len(s.train), cfg.data.seed).next(32)  # an undisturbed run draws these
         victim = ray.get(s.pool.workers[0].pid.remote())
         killer = kill_when_busy(victim, busy_s=0.3)  # early in the round; `deaths` below checks where it landed
-        metrics, _ = rl_step(s, sampler.next)
+        metrics = rl_step(s, collector)
         killer.join()
         assert s.pool.deaths == [("generate", 0)] and s.pool.restarts == 1  # found dead while generating
         assert ray.get(s.pool.workers[0].pid.remote()) != victim  # engine 0 is a new process
-        assert metrics["data/indices"] == [s.train_rows[i].index for i in want]  # every prompt once, in order
+        assert metrics["data/indices"] == s.train.take(want).indices()  # every prompt once, in order
         assert metrics["rollout/engine_restarts"] == 1
         # the new engine got the step's synced weights: its samples match the trainer's logprobs
-        groups = ray.get(s.pool.workers[0].generate.remote(s.eval_prompt_ids[:4], [0, 1, 2, 3], sampling_dict(cfg, 4)))
+        groups = ray.get(s.pool.workers[0].generate.remote(s.eval.head(4).ids, [0, 1, 2, 3], sampling(cfg.rollout, 4)))
         assert s.trainer.sync_gap(groups, s.tokenizer.pad_token_id) < 1e-3
         assert all(len(g.completions) == 4 for g in groups)
     finally:

@@ -8,6 +8,8 @@ import pytest
 from rl.config import load_config
 from rl.train import train
 
+pytestmark = pytest.mark.engines
+
 RUNS = {
     "grpo": [],
     "gspo_routing_replay": ["algo.loss=gspo", "moe.routing_replay=true"],

@@ -13,6 +13,8 @@ import torch
 from rl.config import load_config
 from rl.train import train
 
+pytestmark = pytest.mark.engines
+
 PARITY_TOL = 1e-3
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rl.advantages import ADVANTAGES, get_advantage
-from rl.aggregation import aggregate, count_seqs, count_tokens
-from rl.dapo import filter_uniform_groups, overlong_penalty
-from rl.kl import kl_penalty
-from rl.losses import LOSSES, get_loss
+from rl.collect.scoring import ScoredGroups
+from rl.config import settings_of
+from rl.errors import ConfigError
+from rl.objectives import ADVANTAGES, LOSSES, AdvantageInputs, LossInputs, get_advantage, get_loss
+from rl.objectives.aggregation import aggregate, count_seqs, count_tokens
+from rl.objectives.kl import kl_penalty
+from rl.objectives.shaping import overlong_penalty
 from rl.registry import Registry
 
 NAN, INF = float("nan"), float("inf")
@@ -26,22 +28,34 @@ def close(actual: torch.Tensor, expected: list | float, atol: float = 1e-5) -> N
 def test_registry_rejects_duplicates_and_lists_names():
     reg = Registry("widget")
     reg.register("b")(lambda: 1)
-    reg.register("a")(lambda: 2)
+    a = reg.register("a")(lambda: 2)
+    reg.register("a")(a)  # the same object again is a no-op
     with pytest.raises(ValueError, match="duplicate widget name 'a'"):
         reg.register("a")(lambda: 3)
     with pytest.raises(ValueError, match="valid names: a, b"):
         reg.get("c")
-    assert reg.names() == ["a", "b"] and reg.get("a")() == 2
+    assert reg.names() == ["a", "b"] and reg.get("a")() == 2 and reg.config_class("a") is None
 
 
-def test_registered_names():
-    # each name below has a hand-worked test in this file
-    assert ADVANTAGES.names() == ["dr_grpo", "grpo", "reinforce_pp", "rloo"]
-    assert LOSSES.names() == ["cispo", "gspo", "ppo_clip"]
-    with pytest.raises(ValueError, match="valid names: dr_grpo, grpo, reinforce_pp, rloo"):
+def builtins(registry) -> set[str]:
+    """The names registered by purerl itself (a plug-in test may have added its own to the same registry)."""
+    return {n for n, fn in registry.copy()._items.items() if fn.__module__.startswith("rl.objectives")}
+
+
+def test_every_builtin_objective_has_a_hand_worked_case():
+    assert builtins(ADVANTAGES) == set(HAND_ADVANTAGES)  # the dicts at the end of this file
+    assert builtins(LOSSES) == set(HAND_LOSSES)
+    with pytest.raises(ValueError, match="valid names: .*dr_grpo, grpo, reinforce_pp, rloo"):
         get_advantage("ppo")
-    with pytest.raises(ValueError, match="valid names: cispo, gspo, ppo_clip"):
+    with pytest.raises(ValueError, match="valid names: .*cispo, gspo, ppo_clip"):
         get_loss("grpo")
+
+
+def run_loss(name: str, logps, old, advantages, mask, is_weight=None, **settings):
+    """The registered loss `name` with its config built from `settings`; (per-token loss, metrics)."""
+    cfg = settings_of(LOSSES, name, **settings)
+    out = get_loss(name)(LossInputs(logps, old, advantages, mask, is_weight), cfg)
+    return out.per_token, out.metrics
 
 
 # ---------------------------------------------------------------- advantages
@@ -50,8 +64,13 @@ R = [[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]  # P=2 groups of G=3, all valid
 ALL = [[T, T, T], [T, T, T]]
 
 
-def adv(name: str, rewards, valid, **kw) -> torch.Tensor:
-    return get_advantage(name)(torch.tensor(rewards), torch.tensor(valid), **kw)
+def adv(name: str, rewards, valid, **settings) -> torch.Tensor:
+    return advantage(name, torch.tensor(rewards), torch.tensor(valid), **settings)
+
+
+def advantage(name: str, rewards: torch.Tensor, valid: torch.Tensor, **settings) -> torch.Tensor:
+    """The registered estimator `name` with its config built from `settings`."""
+    return get_advantage(name)(AdvantageInputs(rewards, valid), settings_of(ADVANTAGES, name, **settings))
 
 
 def test_grpo_hand():
@@ -100,27 +119,26 @@ def test_reinforce_pp_hand():
     close(out, [[0.547723, -0.547723, 0.0], [-1.095445, 0.0, 1.095445]])
 
 
-@pytest.mark.parametrize("name", ADVANTAGES.names())
+@pytest.mark.parametrize("name", sorted(builtins(ADVANTAGES)))
 def test_advantage_ignores_masked_rewards(name):
     rewards = torch.tensor([[1.0, 0.0, 0.5, 0.0], [0.2, 1.0, 1.0, 0.0]])
     valid = torch.tensor([[T, T, F, T], [T, F, T, T]])
     garbage = torch.where(valid, rewards, torch.tensor([[NAN, INF, -INF, NAN], [INF, 1e9, NAN, NAN]]))
-    clean = get_advantage(name)(rewards, valid)
-    torch.testing.assert_close(get_advantage(name)(garbage, valid), clean)
+    clean = advantage(name, rewards, valid)
+    torch.testing.assert_close(advantage(name, garbage, valid), clean)
     assert torch.all(clean[~valid] == 0) and torch.isfinite(clean).all()
 
 
-@pytest.mark.parametrize("name", ADVANTAGES.names())
+@pytest.mark.parametrize("name", sorted(builtins(ADVANTAGES)))
 def test_advantage_permutation_equivariance(name):
     gen = torch.Generator().manual_seed(0)
     rewards = torch.rand(4, 5, generator=gen)  # (P, G)
     valid = torch.rand(4, 5, generator=gen) > 0.2
-    fn = get_advantage(name)
-    base = fn(rewards, valid)
+    base = advantage(name, rewards, valid)
     within = torch.tensor([3, 0, 4, 1, 2])  # permute samples inside every group
-    torch.testing.assert_close(fn(rewards[:, within], valid[:, within]), base[:, within])
+    torch.testing.assert_close(advantage(name, rewards[:, within], valid[:, within]), base[:, within])
     rows = torch.tensor([2, 0, 3, 1])  # permute groups
-    torch.testing.assert_close(fn(rewards[rows], valid[rows]), base[rows])
+    torch.testing.assert_close(advantage(name, rewards[rows], valid[rows]), base[rows])
 
 
 # ---------------------------------------------------------------- losses
@@ -136,29 +154,28 @@ def test_ppo_clip_hand():
     mask = torch.ones(2, 3, dtype=torch.bool)
     # A=+1: r=1.5: max(-1.5, -1.28) = -1.28 (clipped); r=1: -1; r=0.5: max(-0.5, -0.8) = -0.5
     # A=-2: r=1.1: max(2.2, 2.2) = 2.2; r=0.7: max(1.4, 1.6) = 1.6 (clipped); r=4: max(8, 2.56) = 8
-    loss, m = get_loss("ppo_clip")(logps, old, A2, mask, **CLIP)
+    loss, m = run_loss("ppo_clip", logps, old, A2, mask, **CLIP)
     close(loss, [[-1.28, -1.0, -0.5], [2.2, 1.6, 8.0]])
     close(m["clip_frac"], 2 / 6)  # 0.333333
     close(m["ratio_mean"], 8.8 / 6)  # (1.5+1+0.5+1.1+0.7+4)/6 = 1.466667
     close(m["dual_clip_frac"], 0.0)
     # dual clip c=3 on A<0: min(8, -3*-2 = 6) = 6; the others (2.2, 1.6) are below 6
-    loss, m = get_loss("ppo_clip")(logps, old, A2, mask, dual_clip=3.0, **CLIP)
+    loss, m = run_loss("ppo_clip", logps, old, A2, mask, dual_clip=3.0, **CLIP)
     close(loss, [[-1.28, -1.0, -0.5], [2.2, 1.6, 6.0]])
     close(m["dual_clip_frac"], 1 / 6)
     # is_weight (0.5, 1, 1 / 2, 1, 1): -1.28*0.5 = -0.64, 2.2*2 = 4.4
     w = torch.tensor([[0.5, 1.0, 1.0], [2.0, 1.0, 1.0]])
-    loss, _ = get_loss("ppo_clip")(logps, old, A2, mask, is_weight=w, **CLIP)
+    loss, _ = run_loss("ppo_clip", logps, old, A2, mask, is_weight=w, **CLIP)
     close(loss, [[-0.64, -1.0, -0.5], [4.4, 1.6, 8.0]])
     # masking the last column: those losses become 0, clip_frac = 2 clipped / 4 valid
-    loss, m = get_loss("ppo_clip")(logps, old, A2, torch.tensor([[T, T, F], [T, T, F]]), **CLIP)
+    loss, m = run_loss("ppo_clip", logps, old, A2, torch.tensor([[T, T, F], [T, T, F]]), **CLIP)
     close(loss, [[-1.28, -1.0, 0.0], [2.2, 1.6, 0.0]])
     close(m["clip_frac"], 0.5)
 
 
 def test_ppo_clip_rejects_bad_dual_clip():
-    z = torch.zeros(1, 2)
-    with pytest.raises(ValueError, match="dual_clip must be > 1"):
-        get_loss("ppo_clip")(z, z, torch.ones(1), z.bool(), dual_clip=0.5, **CLIP)
+    with pytest.raises(ConfigError, match="dual_clip must be > 1"):
+        settings_of(LOSSES, "ppo_clip", dual_clip=0.5, **CLIP)
 
 
 def test_gspo_hand():
@@ -169,7 +186,7 @@ def test_gspo_hand():
     mask = torch.tensor([[T, T, T], [T, T, F]])
     # row 0: mean log r = (0.1+0.3-0.1)/3 = 0.1, s = e^0.1 = 1.105171 in [0.8, 1.28]; A=1 -> -1.105171
     # row 1: mean log r = (0-0.6)/2 = -0.3, s = e^-0.3 = 0.740818; A=-2: max(1.481636, 0.8*2 = 1.6) = 1.6
-    loss, m = get_loss("gspo")(logps, old, A2, mask, **CLIP)
+    loss, m = run_loss("gspo", logps, old, A2, mask, **CLIP)
     close(loss, [[-1.105171, -1.105171, -1.105171], [1.6, 1.6, 0.0]])
     close(m["clip_frac"], 2 / 5)  # the 2 valid tokens of row 1 out of 5 valid tokens
     close(m["ratio_mean"], (1.105171 + 0.740818) / 2)  # 0.922995, over sequences
@@ -195,8 +212,8 @@ def test_gspo_gradient_matches_sequence_level():
     advantages = torch.tensor([1.0, -0.7, 0.5])
     logps_tok = (old + delta).clone().requires_grad_(True)
     logps_seq = (old + delta).clone().requires_grad_(True)
-    loss, _ = get_loss("gspo")(logps_tok, old, advantages, mask, **CLIP)
-    tok_obj = aggregate(loss, mask, "seq_mean_token_mean")
+    per_token, _ = run_loss("gspo", logps_tok, old, advantages, mask, **CLIP)
+    tok_obj = aggregate(per_token, mask, "seq_mean_token_mean")
     seq_obj = _gspo_sequence_level(logps_seq, old, advantages, mask, **CLIP)
     tok_obj.backward()
     seq_obj.backward()
@@ -214,7 +231,7 @@ def test_cispo_hand_and_gradient():
     # w = clip(r, 0.8, 1.28): (1.28, 1.0, 0.8 / 1.1, 1.28, 0.8); loss = -w * A * logp
     # A=+1: -1.28*-1 = 1.28, -1*-2 = 2, -0.8*-0.5 = 0.4
     # A=-2: 2*1.1*-1 = -2.2, 2*1.28*-3 = -7.68, 2*0.8*-0.2 = -0.32
-    loss, m = get_loss("cispo")(logps, old, A2, mask, **CLIP)
+    loss, m = run_loss("cispo", logps, old, A2, mask, **CLIP)
     close(loss, [[1.28, 2.0, 0.4], [-2.2, -7.68, -0.32]])
     close(m["clip_frac"], 4 / 6)  # 1.5, 0.5, 4.0, 0.7 outside [0.8, 1.28]
     close(m["ratio_mean"], 8.8 / 6)
@@ -222,11 +239,11 @@ def test_cispo_hand_and_gradient():
     # the unclipped tokens r=1.0, 1.1): (-1.28, -1, -0.8 / 2.2, 2.56, 1.6)
     loss.sum().backward()
     close(logps.grad, [[-1.28, -1.0, -0.8], [2.2, 2.56, 1.6]])
-    with pytest.raises(ValueError, match="dual_clip"):
-        get_loss("cispo")(logps, old, A2, mask, dual_clip=3.0, **CLIP)
+    with pytest.raises(TypeError, match="dual_clip"):  # cispo's config has no such field: its weight is clipped already
+        settings_of(LOSSES, "cispo", dual_clip=3.0, **CLIP)
 
 
-@pytest.mark.parametrize("name", LOSSES.names())
+@pytest.mark.parametrize("name", sorted(builtins(LOSSES)))
 def test_loss_ignores_masked_garbage(name):
     gen = torch.Generator().manual_seed(1)
     old = -torch.rand(3, 4, generator=gen) * 2
@@ -239,9 +256,8 @@ def test_loss_ignores_masked_garbage(name):
     bad_old = torch.where(mask, old, garbage.flip(0))
     bad_w = torch.where(mask, w, garbage)
     clean_logps = logps.clone().requires_grad_(True)
-    fn = get_loss(name)
-    clean, m_clean = fn(clean_logps, old, advantages, mask, is_weight=w, **CLIP)
-    bad, m_bad = fn(bad_logps, bad_old, advantages, mask, is_weight=bad_w, **CLIP)
+    clean, m_clean = run_loss(name, clean_logps, old, advantages, mask, is_weight=w, **CLIP)
+    bad, m_bad = run_loss(name, bad_logps, bad_old, advantages, mask, is_weight=bad_w, **CLIP)
     torch.testing.assert_close(bad, clean)
     assert torch.all(bad[~mask] == 0)
     for k in m_clean:
@@ -309,7 +325,7 @@ def test_kl_hand():
 # ---------------------------------------------------------------- DAPO helpers
 
 
-def test_filter_uniform_groups_hand():
+def test_groups_with_signal_hand():
     rewards = torch.tensor(
         [
             [1.0, 1.0, 1.0],  # all equal -> drop
@@ -321,7 +337,7 @@ def test_filter_uniform_groups_hand():
         ]
     )
     valid = torch.tensor([[T, T, T], [T, T, T], [T, T, T], [T, T, F], [T, F, F], [T, T, F]])
-    assert filter_uniform_groups(rewards, valid).tolist() == [F, T, F, T, F, F]
+    assert ScoredGroups(rewards, valid, {}, {}).has_signal().tolist() == [F, T, F, T, F, F]
 
 
 def test_overlong_penalty_hand():
@@ -332,3 +348,9 @@ def test_overlong_penalty_hand():
     assert overlong_penalty(lengths, 10, 4).dtype == torch.float32
     with pytest.raises(ValueError, match="buffer_len"):
         overlong_penalty(lengths, 10, 0)
+
+
+# every built-in objective and the test that works it by hand (test_every_builtin_objective_has_a_hand_worked_case)
+HAND_ADVANTAGES = {"grpo": test_grpo_hand, "dr_grpo": test_dr_grpo_hand, "rloo": test_rloo_hand,
+                   "reinforce_pp": test_reinforce_pp_hand}
+HAND_LOSSES = {"ppo_clip": test_ppo_clip_hand, "gspo": test_gspo_hand, "cispo": test_cispo_hand_and_gradient}

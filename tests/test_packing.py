@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from rl.logprobs import token_logprobs
-from rl.packing import plan
-from rl.policy import load_policy
+from rl.trainer.forward import token_logprobs
+from rl.trainer.packing import plan
+from rl.trainer.policy import load_policy
 
 
 def _mask(lengths, width):

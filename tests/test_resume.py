@@ -12,9 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rl.checkpoint import complete_checkpoints
 from rl.config import load_config
 from rl.train import train
+from rl.trainer.checkpoint import complete_checkpoints
+
+pytestmark = pytest.mark.engines
 
 COMMON = ["trainer.prompts_per_step=4", "rollout.n=4", "rollout.max_new_tokens=32", "trainer.steps=4",
           "trainer.lr=1e-3", "run.eval_before=false", "run.eval_after=false", "run.save_every=1", "run.keep_last=2"]
@@ -87,6 +89,6 @@ def test_resume_with_two_trainer_ranks(tmp_path, sharding):
     got = ledger(tmp_path)
     # LambdaLR warm-up: lr after step s is lr * min(1, (s + 1) / 5); a schedule restarted at 0 would give 2/5 again
     assert [round(m["lr"] / 1e-4, 6) for m in got] == [0.4, 0.6, 0.8]
-    sampler = EpochSampler(sum(1 for _ in open("rl/data/arithmetic/train.jsonl")), 0)
+    sampler = EpochSampler(sum(1 for _ in open("rl/tasks/arithmetic/data/train.jsonl")), 0)
     assert [m["data/indices"] for m in got] == [sampler.next(4) for _ in range(3)]
     assert got[2]["rollout/logprob_abs_diff_max"] < 1e-3

@@ -11,7 +11,7 @@ import pytest
 import rewards
 from rewards import get_verifier, score_batch
 from rewards.code import extract_program, json_equal
-from rewards.sandbox import isolation_report
+from rewards.code.sandbox import isolation_report
 
 CODE = get_verifier("code")
 FAST = {"time_limit_s": 3.0}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from rewards import score_batch
-from rewards.answer import select_answer
-from rewards.exact import TooLarge, canonical, evaluate, parse
+from rewards.math.answer import select_answer
+from rewards.math.exact import TooLarge, canonical, evaluate, parse
 
 CASES = runpy.run_path(str(Path(__file__).parent / "data" / "rewards_math_cases.py"))["CASES"]
 LIMIT_S = 6.0

@@ -2,8 +2,8 @@
 
 import torch
 
-from rl.batch import build_batch
-from rl.moe import sampler_agreement
+from rl.batch.build import build_tokens
+from rl.trainer.moe import sampler_agreement
 from rollout.routing import parse_request_id
 from rollout.types import Completion, RolloutGroup
 
@@ -20,13 +20,13 @@ def test_captured_routing_lines_up_with_input_positions():
     r1 = torch.tensor([[[1, 1]], [[2, 2]], [[3, 3]]], dtype=torch.int16)  # 3 prompt + 1 generated
     g = RolloutGroup(0, [5, 6, 7], [Completion([8, 9], "ab", [-0.1, -0.2], "stop", r0),
                                     Completion([8], "a", [-0.3], "stop", r1)])
-    b = build_batch([g], torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool), pad_id=0)
+    b = build_tokens([g], pad_id=0)
     assert b.sampler_experts.shape == (2, 5, 1, 2)
     assert b.sampler_experts[0, :4].tolist() == r0.long().tolist() and b.sampler_experts[0, 4].tolist() == [[0, 0]]
     assert b.sampler_experts[1, :3].tolist() == r1.long().tolist()
     # one completion without routing: no batch routing at all
     g.completions[1].routed_experts = None
-    assert build_batch([g], torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool), pad_id=0).sampler_experts is None
+    assert build_tokens([g], pad_id=0).sampler_experts is None
 
 
 def test_sampler_agreement_counts_position_layer_pairs():

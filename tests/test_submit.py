@@ -5,6 +5,10 @@ import json
 import os
 import subprocess
 
+import pytest
+
+pytestmark = pytest.mark.engines
+
 MAKE_ENV = {"RAY_PORT": "6391", "RAY_DASHBOARD_PORT": "8291", "RAY_CPUS": "3"}
 
 

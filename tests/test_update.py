@@ -9,11 +9,13 @@ import pytest
 import torch
 from test_moe import tiny_moe
 
-from rl.batch import TrainBatch
-from rl.config import AlgoConfig, ConfigError, MoeConfig, load_config
-from rl.dapo import apply_overlong
-from rl.logprobs import batched_logprobs
-from rl.step import make_optimizer, mismatch_metrics, truncated_is_weight, update
+from rl.batch.types import TrainBatch
+from rl.config import AlgoConfig, Config, ConfigError, MoeConfig, RolloutConfig, TrainerConfig, load_config
+from rl.objectives.mismatch import mismatch_metrics, truncated_is_weight
+from rl.objectives.shaping import apply_overlong
+from rl.trainer.forward import batched_logprobs
+from rl.trainer.optim import make_optimizer
+from rl.trainer.update import update
 
 
 def batch_for(model, B=4, L=6, prompt=3):
@@ -26,16 +28,22 @@ def batch_for(model, B=4, L=6, prompt=3):
     return TrainBatch(ids, attn, mask, old, torch.tensor([1.0, -1.0, 1.0, -1.0]), mask.sum(1), sampler_logps=old.clone())
 
 
+def settings(micro_batch_size: int, algo: AlgoConfig | None = None, moe: MoeConfig | None = None) -> Config:
+    """A run config for these update tests: lr 1e-2, 3-token answers, the given micro-batches and objective."""
+    return Config(algo=algo or AlgoConfig(), moe=moe or MoeConfig(), rollout=RolloutConfig(max_new_tokens=3),
+                  trainer=TrainerConfig(micro_batch_size=micro_batch_size, lr=1e-2))
+
+
 @pytest.mark.parametrize("epochs,mini,steps", [(1, 0, 1), (1, 2, 2), (2, 2, 4), (3, 4, 3)])
 def test_update_counts_optimizer_steps_and_reports_pre_step_logps(epochs, mini, steps):
     model = tiny_moe()
     batch = batch_for(model)
-    opt, sched = make_optimizer(model, 1e-2, [0.9, 0.99], 0.0, 0)
-    algo = AlgoConfig(epochs=epochs, mini_batch_size=mini)
-    m, before, rows = update(model, opt, sched, batch, algo, MoeConfig(), micro_batch_size=1, temperature=1.0,
-                             grad_clip=1.0, max_new_tokens=3)
+    cfg = settings(1, AlgoConfig(epochs=epochs, mini_batch_size=mini))
+    optim = make_optimizer(model, cfg.trainer)
+    result = update(model, optim, batch, cfg)
+    m, before, rows = result.metrics, result.before_logps, result.before_rows
     assert m["optimizer_steps"] == steps
-    assert sched.last_epoch == steps
+    assert optim.scheduler.last_epoch == steps
     first = mini or 4
     assert rows.tolist() == [i < first for i in range(4)]
     # the forward before the first step saw the sampler's weights: the gap there is float noise
@@ -49,9 +57,8 @@ def test_update_counts_optimizer_steps_and_reports_pre_step_logps(epochs, mini, 
 def test_aux_loss_is_added_and_reported():
     model = tiny_moe()
     batch = batch_for(model)
-    opt, sched = make_optimizer(model, 1e-2, [0.9, 0.99], 0.0, 0)
-    m, _, _ = update(model, opt, sched, batch, AlgoConfig(), MoeConfig(aux_loss_coef=0.5), micro_batch_size=2,
-                     temperature=1.0, grad_clip=1.0, max_new_tokens=3)
+    cfg = settings(2, moe=MoeConfig(aux_loss_coef=0.5))
+    m = update(model, make_optimizer(model, cfg.trainer), batch, cfg).metrics
     # Switch-style balance loss is E * sum_e f_e P_e summed over layers: >= num_layers (2) at best balance, 0 impossible
     assert m["moe/aux_loss"] > 0.5
 
@@ -77,9 +84,10 @@ def test_overlong_mask_and_soft():
     valid = torch.ones(2, 2, dtype=torch.bool)
     lengths = torch.tensor([[10, 64], [60, 50]])
     truncated = lengths == 64
-    r, v = apply_overlong("mask", total, valid, lengths, truncated, max_len=64, buffer_len=8, penalty=1.0)
+    r, v = apply_overlong(total, valid, lengths, truncated, AlgoConfig(overlong="mask"), max_len=64)
     assert torch.equal(r, total) and v.tolist() == [[True, False], [True, True]]
-    r, v = apply_overlong("soft", total, valid, lengths, truncated, max_len=64, buffer_len=8, penalty=0.5)
+    soft = AlgoConfig(overlong="soft", overlong_buffer=8, overlong_penalty=0.5)
+    r, v = apply_overlong(total, valid, lengths, truncated, soft, max_len=64)
     # start of the buffer 56: 10 -> 0, 64 -> -1 * 0.5, 60 -> (56 - 60) / 8 * 0.5, 50 -> 0
     assert r.flatten().tolist() == pytest.approx([1.0, -0.5, 0.75, 1.0]) and torch.equal(v, valid)
 
@@ -87,6 +95,9 @@ def test_overlong_mask_and_soft():
 @pytest.mark.parametrize("override,needle", [
     ("algo.tis_cap=2", "old_logprobs=trainer"),
     ("algo.loss=ppo", "algo.loss"),
+    ("algo.loss.clip_low=-1", "algo.loss.clip_low must be >= 0"),
+    ("algo.loss.dual_clip=0.5", "algo.loss.dual_clip must be > 1"),
+    ("algo.advantage.eps=-1", "algo.advantage.eps"),
     ("algo.advantage=gae", "algo.advantage"),
     ("algo.loss_agg=sum", "algo.loss_agg"),
     ("algo.epochs=0", "algo.epochs"),

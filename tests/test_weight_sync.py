@@ -1,5 +1,6 @@
 """Packing weights for the trip through Ray: one buffer per dtype, unpacked to the same names, values and shapes."""
 
+import pytest
 import torch
 
 from rollout.weight_sync import pack_tensors, unpack_tensors
@@ -46,6 +47,7 @@ def test_shared_memory_roundtrip_grows_and_cleans_up(tmp_path):
     assert not alive.path.exists()
 
 
+@pytest.mark.engines
 def test_engine_loads_directly_and_exactly():
     """The direct load (after vLLM's own first load) leaves every engine parameter and every packed layer's
     output bit-identical to vLLM's reload of the same weights, and keeps parity. A wrong map is caught by the
@@ -53,8 +55,9 @@ def test_engine_loads_directly_and_exactly():
     import ray
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rl.parity import max_logprob_gap
-    from rollout.weight_sync import checkpoint_tensors
+    from rl.sync.parity import max_logprob_gap
+    from rl.trainer.export import checkpoint_tensors
+    from rollout.types import Sampling
     from rollout.worker import RolloutWorker
 
     path = "models/tiny-moe-base"
@@ -101,7 +104,7 @@ def test_engine_loads_directly_and_exactly():
 
     def gap(worker):
         prompts = [tok("Q: 12+7=? A:")["input_ids"], tok("Q: 3*4=? A:")["input_ids"]]
-        sampling = dict(n=4, temperature=1.0, top_p=1.0, max_new_tokens=24, stop=[], seed=1)
+        sampling = Sampling(n=4, temperature=1.0, top_p=1.0, max_new_tokens=24, seed=1)
         return max_logprob_gap(model, ray.get(worker.generate.remote(prompts, [0, 1], sampling)), 1.0, tok.pad_token_id)
 
     ray.init(address="local", num_cpus=2, include_dashboard=False)

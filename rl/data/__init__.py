@@ -1,5 +1,5 @@
-"""Prompt datasets: loading and checking rows, and the R1-Zero prompt template."""
+"""The prompts stage: loading and checking datasets, the prompt template, and the data cursor."""
 
-from rl.data.prompts import PromptRow, apply_template, load_prompts
+from rl.data.prompts import PromptRow, PromptSet, apply_template, encode, load_prompts
 
-__all__ = ["PromptRow", "apply_template", "load_prompts"]
+__all__ = ["PromptRow", "PromptSet", "apply_template", "encode", "load_prompts"]

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rl.errors import UserError
+
 # DeepSeek-R1-Zero's template (DeepSeek-AI 2025, Table 1). The prompt ends inside the think block,
 # so a completion is "reasoning </think> <answer> x </answer>".
 R1_ZERO_TEMPLATE = (
@@ -21,7 +23,7 @@ R1_ZERO_TEMPLATE = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset is missing, empty, or has a bad row."""
 
 
@@ -32,6 +34,36 @@ class PromptRow:
     question: str
     answer: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Rows of a dataset with their rendered, tokenized prompts: what the collect stage draws from."""
+
+    rows: list[PromptRow]
+    ids: list[list[int]]  # token ids of each row's prompt after the template
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, positions: list[int]) -> PromptSet:
+        """The rows at these positions (of this set, not dataset indices), in that order."""
+        return PromptSet([self.rows[i] for i in positions], [self.ids[i] for i in positions])
+
+    def head(self, n: int) -> PromptSet:
+        return PromptSet(self.rows[:n], self.ids[:n])
+
+    def indices(self) -> list[int]:
+        """The dataset index of each row (what rollout groups and the data ledger carry)."""
+        return [r.index for r in self.rows]
+
+    def by_index(self) -> dict[int, PromptRow]:
+        return {r.index: r for r in self.rows}
+
+
+def encode(rows: list[PromptRow], tokenizer, template: str) -> PromptSet:
+    """Renders each row's question with the template and tokenizes it."""
+    return PromptSet(rows, [tokenizer(apply_template(r.question, template))["input_ids"] for r in rows])
 
 
 def apply_template(question: str, template: str) -> str:

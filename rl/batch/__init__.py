@@ -1,0 +1,1 @@
+"""Scored rollout groups -> the typed batches the update consumes (tokens, shaping, advantages)."""

@@ -1,0 +1,40 @@
+"""Sampling settings from the config, and one generate-then-score round on the rollout pool."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from rl.collect.scoring import ScoredGroups, score_groups
+from rl.config import RewardConfig, RolloutConfig
+from rl.data.prompts import PromptSet
+from rollout.types import RolloutGroup, Sampling
+
+
+def sampling(rollout: RolloutConfig, n: int) -> Sampling:
+    """The run's sampling settings with `n` samples per prompt (rollout.n for training, 1 for a single answer)."""
+    return Sampling(n=n, temperature=rollout.temperature, top_p=rollout.top_p, max_new_tokens=rollout.max_new_tokens,
+                    stop=tuple(rollout.stop))
+
+
+@dataclass(frozen=True)
+class Round:
+    """One generation round: the groups of some prompts, their rewards, and what each half took."""
+
+    groups: list[RolloutGroup]
+    scored: ScoredGroups
+    generate_s: float
+    reward_s: float
+
+
+def score_round(groups: list[RolloutGroup], prompts: PromptSet, reward: RewardConfig, generate_s: float) -> Round:
+    t = time.perf_counter()
+    scored = score_groups(groups, prompts.by_index(), reward)
+    return Round(groups, scored, generate_s, time.perf_counter() - t)
+
+
+def generate_round(pool, prompts: PromptSet, sampling: Sampling, reward: RewardConfig) -> Round:
+    """Generates a group for each of `prompts` and scores it."""
+    t = time.perf_counter()
+    groups = pool.generate(prompts.ids, prompts.indices(), sampling)
+    return score_round(groups, prompts, reward, time.perf_counter() - t)

@@ -1,0 +1,113 @@
+"""Everything a run holds once set up: data, tokenizer, the trainer (in the driver or as Ray actors) and the
+rollout pool, placed on the cluster as the config says.
+
+Setup checks cheap things first (config, model path, datasets) so bad input fails before Ray starts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from rl.config import Config
+from rl.data import PromptSet, encode, load_prompts
+from rl.run.placement import Plan, actor_options, plan, reserve
+from rl.trainer.policy import load_tokenizer, resolve_model_path
+from rl.trainer.rank import Trainer
+from rollout.pool import RolloutPool
+
+
+def init_ray(cfg: Config) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+                        "TOKENIZERS_PARALLELISM": "false"}}
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
+    else:
+        # Logical CPUs only: the engines and the trainer take turns on the same cores.
+        r, t = cfg.rollout, cfg.trainer
+        need = math.ceil(r.num_engines * r.engine_cpus + (t.ranks * t.rank_cpus if t.ranks > 1 else 0)) + 1
+        # address="local": a private instance, even when `make ray-up` left a head running on this machine
+        ray.init(address="local", num_cpus=max(need, os.cpu_count() or 1), include_dashboard=False, runtime_env=env,
+                 log_to_driver=True)
+
+
+@dataclass
+class Session:
+    cfg: Config
+    model_path: str
+    tokenizer: object
+    train: PromptSet  # empty for an evaluation-only session
+    eval: PromptSet
+    pool: RolloutPool
+    trainer: object | None = None  # rl.trainer.rank.Trainer (trainer.ranks=1) or rl.trainer.group.TrainerGroup
+    placement: object | None = None
+
+    @property
+    def policy(self):
+        """The policy module of a trainer that runs in this process."""
+        if not isinstance(self.trainer, Trainer):
+            raise AttributeError("the policy lives in the trainer rank actors (trainer.ranks > 1)")
+        return self.trainer.policy
+
+    @classmethod
+    def start(cls, cfg: Config, trainable: bool = True, weights: str | None = None) -> Session:
+        """`weights`: a checkpoint folder the policy and the engines start from (resume); the reference model
+        and the tokenizer always come from model.path."""
+        model_path = resolve_model_path(cfg.model.path)
+        tokenizer = load_tokenizer(model_path)
+        train = encode(load_prompts(cfg.data.train, cfg.data.split) if trainable else [], tokenizer, cfg.data.template)
+        held_out = encode(load_prompts(cfg.data.eval, cfg.data.split, limit=cfg.data.eval_size), tokenizer,
+                          cfg.data.template)
+        longest = max(len(x) for x in train.ids + held_out.ids)
+        init_ray(cfg)
+        r, t = cfg.rollout, cfg.trainer
+        p = plan(r.num_engines, r.engine_cpus, r.engine_gpus, t.ranks if trainable else 1, t.rank_cpus, t.rank_gpus,
+                 cfg.cluster.colocate)
+        pg = reserve(p.bundles, cfg.cluster.strategy, cfg.cluster.timeout_s)
+        trainer = start_trainer(cfg, weights or model_path, model_path, pg, p) if trainable else None
+        pool = start_pool(cfg, weights or model_path, pg, p, longest, trainer)
+        return cls(cfg, model_path, tokenizer, train, held_out, pool, trainer, pg)
+
+    def close(self) -> None:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        self.pool.shutdown()
+        if hasattr(self.trainer, "shutdown"):
+            self.trainer.shutdown()
+        if self.placement is not None:
+            remove_placement_group(self.placement)
+        ray.shutdown()
+
+
+def start_trainer(cfg: Config, policy_path: str, reference_path: str, pg, p: Plan):
+    """One rank in this process, or trainer.ranks Ray actors in their placement bundles."""
+    if cfg.trainer.ranks == 1:
+        return Trainer(cfg, policy_path, reference_path)
+    from rl.trainer.group import TrainerGroup
+
+    return TrainerGroup(cfg, policy_path, reference_path, [actor_options(pg, b, p) for b in p.rank_bundles])
+
+
+def start_pool(cfg: Config, weights: str, pg, p: Plan, longest_prompt: int, trainer) -> RolloutPool:
+    """The engines in their placement bundles; they capture routing when the policy is an MoE (and asked to)."""
+    r = cfg.rollout
+    top_k = (trainer.top_k() or 0) if trainer is not None and r.capture_routing else 0
+    return RolloutPool(
+        weights,
+        actor_options=[actor_options(pg, b, p) for b in p.engine_bundles],
+        capture_routing_top_k=top_k,
+        max_restarts=r.max_engine_restarts,
+        restart_timeout_s=cfg.cluster.timeout_s,
+        shared_memory=r.shared_memory_sync,
+        engine_kwargs={
+            "dtype": cfg.model.dtype, "seed": r.seed, "enforce_eager": r.enforce_eager,
+            "kv_cache_gib": r.kv_cache_gib, "gpu_memory_utilization": r.gpu_memory_utilization,
+            "max_model_len": longest_prompt + r.max_new_tokens, "threads": r.engine_threads,
+        },
+    )

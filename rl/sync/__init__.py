@@ -1,0 +1,1 @@
+"""The weight sync into the engines and the parity check that proves it."""

@@ -1,0 +1,1 @@
+"""Embedded tasks: each folder holds a task's generator, its data and the builder of its base model."""

@@ -1,0 +1,1 @@
+"""The trainer: one rank or a group of them, the update, its forward passes, MoE, FSDP, checkpoints, weight export."""

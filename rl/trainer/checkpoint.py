@@ -1,0 +1,72 @@
+"""Resumable checkpoints: policy weights (a Hugging Face folder vLLM can load), optimizer, LR schedule, RNG
+states and the data cursor. Written under a temporary name and renamed, so a half-written one is never loaded.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+STATE = "train_state.pt"
+
+
+@contextmanager
+def atomic_folder(out: Path) -> Iterator[Path]:
+    """Yields `out` + ".tmp" to write into; it becomes `out` only when the block finishes, so `out` is always
+    whole: the old one (if any) is moved aside, the new one renamed in, then the old one removed."""
+    out = Path(out)
+    tmp, old = out.with_name(out.name + ".tmp"), out.with_name(out.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted write
+    tmp.mkdir(parents=True)
+    yield tmp
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_policy(trainer, tokenizer, out: Path) -> Path:
+    """The policy as a Hugging Face folder (no optimizer state), written atomically."""
+    with atomic_folder(out) as tmp:
+        trainer.save(tmp, with_state=False)
+        tokenizer.save_pretrained(tmp)
+    return out
+
+
+def save_train_state(run_dir: Path, step: int, trainer, tokenizer, cursor: dict, keep_last: int) -> Path:
+    """`trainer` writes the weights, optimizer, LR schedule and its ranks' RNG states; the driver adds the data
+    `cursor` (EpochSampler.state_dict) and its own RNG state, last, so the folder is complete once renamed."""
+    out = run_dir / "checkpoints" / f"step-{step:06d}"
+    with atomic_folder(out) as tmp:
+        trainer.save(tmp)
+        tokenizer.save_pretrained(tmp)
+        torch.save({"step": step, "sampler": cursor, "torch_rng": torch.get_rng_state(),
+                    "python_rng": random.getstate()}, tmp / STATE)
+    for old in complete_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old)
+    return out
+
+
+def complete_checkpoints(run_dir: Path) -> list[Path]:
+    """Finished checkpoints, oldest first (a `.tmp` or `.old` folder is an interrupted write and never counts)."""
+    root = run_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.name.startswith("step-") and not p.name.endswith((".tmp", ".old"))
+                  and (p / STATE).is_file())
+
+
+def load_train_state(path: Path, trainer, sampler) -> int:
+    """Restores everything but the weights (loaded from `path` as the policy); returns the checkpoint's step."""
+    trainer.load_state(path)
+    state = torch.load(path / STATE, weights_only=False)
+    sampler.load_state_dict(state["sampler"])
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    return state["step"]

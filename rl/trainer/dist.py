@@ -1,0 +1,104 @@
+"""torch.distributed helpers for the trainer ranks.
+
+Every rank trains on its rows of each mini-batch. Losses are normalised by the mini-batch's global counts, so the
+ranks' losses sum to the one-rank loss.
+
+trainer.sharding=replicate: every rank holds the whole policy; gradients are summed with one all-reduce per
+optimizer step (DDP's arithmetic). We do not wrap the model in `DistributedDataParallel`: its per-backward hooks
+need every rank to run the same number of micro-batches and to touch the same parameters, and an MoE layer
+routes each rank's tokens to different experts. Plain all-reduces: gloo here, and NCCL would run them unchanged.
+
+trainer.sharding=fsdp: `shard_model` (FSDP2); every rank then takes part in every forward (`micro_batches`) and
+in gathering the whole state (`full_state`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rows [lo, hi) of n that `rank` trains on: contiguous, sizes differing by at most one."""
+    return n * rank // world_size, n * (rank + 1) // world_size
+
+
+def all_reduce_sum_(*tensors: torch.Tensor) -> None:
+    """Sums each tensor over the ranks, in place (one collective for all of them); a no-op on one rank."""
+    if world()[1] == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1).to(torch.float64) for t in tensors])
+    dist.all_reduce(flat)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def all_reduce_grads_(params: list[torch.nn.Parameter]) -> None:
+    """Sums the gradients over the ranks in one flat buffer; a parameter with no gradient counts as zeros."""
+    if world()[1] == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+        offset += p.numel()
+
+
+def shard_model(model: torch.nn.Module) -> None:
+    """FSDP2 over the process group (the policy, and the frozen reference the same way): one unit per decoder
+    layer (the model's `_no_split_modules`), then the root.
+    FSDP averages the ranks' gradients; each rank's loss uses the global counts, so `rl.trainer.update` scales it by the
+    world size to make that average the sum (gloo has no PREMUL_SUM for `set_gradient_divide_factor(1)`)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if not layers:
+        raise ValueError(f"trainer.sharding=fsdp: {type(model).__name__} names no decoder layer class "
+                         "(_no_split_modules) to shard by; use trainer.sharding=replicate")
+    mesh = init_device_mesh("cpu", (world()[1],))
+    for m in [*layers, model]:
+        fully_shard(m, mesh=mesh)
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The whole state dict gathered from the shards, on rank 0 (None on the others). Every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return state if world()[0] == 0 else None
+
+
+def micro_batches(lo: int, hi: int, size: int, count: int) -> list[tuple[int, int]]:
+    """`count` micro-batches [a, b) over rows [lo, hi), `size` rows each; those past `hi` are empty (a == b)."""
+    return [(min(lo + i * size, hi), min(lo + (i + 1) * size, hi)) for i in range(count)]
+
+
+def rank_micro_batches(n: int, size: int, rank: int, ranks: int, sharded: bool) -> list[tuple[int, int]]:
+    """The micro-batches [a, b) of `size` rows this rank runs over its share of n rows.
+
+    Under FSDP every rank must run as many forward passes as the others (each one gathers the parameters), so a
+    rank with fewer rows runs empty micro-batches (a == b) too."""
+    lo, hi = shard_bounds(n, rank, ranks)
+    rows = -(-n // ranks) if sharded else hi - lo  # FSDP: as many micro-batches as the busiest rank
+    return micro_batches(lo, hi, size, -(-rows // size))

@@ -1,0 +1,118 @@
+"""trainer.ranks > 1: the trainer as N Ray actors in one torch.distributed group.
+
+The trainer computes on CPU today (the policy is not moved to a GPU), so the group uses gloo; the collectives in
+rl.dist are the ones NCCL runs too, but the GPU path (device placement, NCCL) is not built or tested.
+
+Each actor holds an `rl.trainer.rank.Trainer`; the group fans the loop's calls out and gathers the answers. Rows of a
+batch are split contiguously over the ranks (rl.trainer.dist.shard_bounds) for every forward pass.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import ray
+import torch
+
+from rl.batch.types import TrainBatch
+from rl.config import Config
+from rl.trainer.dist import shard_bounds
+from rl.trainer.update import UpdateResult
+
+
+@ray.remote
+class TrainerRank:
+    def __init__(self, cfg: Config, policy_path: str, reference_path: str, threads: int):
+        self.args, self.threads, self.rank = (cfg, policy_path, reference_path), threads, 0
+        self.trainer = None
+
+    def address(self) -> tuple[str, int]:
+        """This node's IP and a free port, for the rendezvous (asked of rank 0)."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return ray.util.get_node_ip_address(), s.getsockname()[1]
+
+    def setup(self, rank: int, world_size: int, addr: str, port: int) -> str:
+        import torch.distributed as dist
+
+        from rl.trainer.rank import Trainer
+
+        torch.set_num_threads(self.threads)
+        dist.init_process_group("gloo", init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world_size)
+        self.rank = rank
+        self.trainer = Trainer(*self.args)
+        return ray.get_runtime_context().get_node_id()
+
+    def call(self, method: str, *args, **kwargs):
+        if method in ("save", "load_state"):
+            kwargs["rank"] = self.rank
+        return getattr(self.trainer, method)(*args, **kwargs)
+
+
+class TrainerGroup:
+    def __init__(self, cfg: Config, policy_path: str, reference_path: str, options: list[dict]):
+        """`options`: Ray actor options per rank (resources, placement bundle)."""
+        threads = cfg.trainer.threads or max(1, int(cfg.trainer.rank_cpus))
+        self.ranks = [TrainerRank.options(**o).remote(cfg, policy_path, reference_path, threads) for o in options]
+        addr, port = ray.get(self.ranks[0].address.remote())
+        self.node_ids = ray.get([r.setup.remote(i, len(self.ranks), addr, port) for i, r in enumerate(self.ranks)])
+        self._weight_bytes = self._first("weight_bytes")
+        self.sharded = cfg.trainer.sharding == "fsdp"  # every policy forward is a collective over the ranks
+
+    def _all(self, method: str, *args, **kwargs) -> list:
+        return ray.get([r.call.remote(method, *args, **kwargs) for r in self.ranks])
+
+    def _first(self, method: str, *args):
+        return ray.get(self.ranks[0].call.remote(method, *args))
+
+    def top_k(self) -> int | None:
+        return self._first("top_k")
+
+    def weight_bytes(self) -> int:
+        return self._weight_bytes
+
+    def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: str = "policy",
+                 with_routing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each rank scores its rows; the results are concatenated in row order. Under FSDP (policy and reference
+        are both sharded) every rank scores as many rows as the others, so as many micro-batches: short shards are
+        padded with row 0, then cut."""
+        n, k = len(input_ids), len(self.ranks)
+        bounds = [shard_bounds(n, r, k) for r in range(k)]
+        pad = -(-n // k) if self.sharded else 0
+        calls = [(r, list(range(a, b)) + [0] * max(pad - (b - a), 0), b - a) for r, (a, b) in zip(self.ranks, bounds)]
+        calls = [c for c in calls if c[1]]
+        parts = ray.get([r.call.remote("logprobs", input_ids[i], attention_mask[i], model, with_routing)
+                         for r, i, _ in calls])
+        logps = torch.cat([p[0][:m] for p, (_, _, m) in zip(parts, calls)])
+        routing = torch.cat([p[1][:m] for p, (_, _, m) in zip(parts, calls)]) if with_routing else None
+        return logps, routing
+
+    def update(self, batch: TrainBatch) -> UpdateResult:
+        """Every rank returns the same (all-reduced) result; rank 0's is kept."""
+        ref = ray.put(batch)
+        return self._all("update", ref)[0]
+
+    def weights(self) -> ray.ObjectRef:
+        """Rank 0's packed weights, left in the object store for the engines to fetch from it directly (under
+        FSDP every rank takes part in gathering them)."""
+        refs = [r.call.remote("packed_weights") for r in (self.ranks if self.sharded else self.ranks[:1])]
+        ray.get(refs[1:])
+        return refs[0]
+
+    def sync_gap(self, groups, pad_id: int) -> float:
+        return self._all("sync_gap", groups, pad_id)[0] if self.sharded else self._first("sync_gap", groups, pad_id)
+
+    def save(self, folder: Path, with_state: bool = True) -> None:
+        """Every rank writes into `folder`, which must be on storage the ranks' nodes share (as the run dir)."""
+        self._all("save", str(folder), with_state=with_state)
+
+    def load_state(self, folder: Path) -> None:
+        self._all("load_state", str(folder))
+
+    def shutdown(self) -> None:
+        for r in self.ranks:
+            ray.kill(r)
+        self.ranks = []
+
+

@@ -1,0 +1,170 @@
+"""MoE-aware training: router statistics from the trainer's forward pass, router freezing and routing replay.
+
+transformers' MoE models return one router-logit tensor per MoE layer when called with
+`output_router_logits=True`: (N, E) over the N = B * L positions of the batch, padding included.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rl.batch.types import micro_slices
+from rl.families import is_router
+
+
+def router_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
+    """The parameters of every router module (weights, biases, DeepSeek's e_score_correction_bias)."""
+    return [(f"{n}.{pn}", p) for n, m in model.named_modules() if is_router(n)
+            for pn, p in m.named_parameters(recurse=False)]
+
+
+def freeze_router(model) -> int:
+    """Stops gradients into every router; returns how many parameter tensors were frozen."""
+    params = router_parameters(model)
+    if not params:
+        raise ValueError("moe.freeze_router: the policy has no router parameters (is it an MoE model?)")
+    for _, p in params:
+        p.requires_grad_(False)
+    return len(params)
+
+
+def router_counts(router_logits: tuple[Tensor, ...], token_mask: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
+    """Per-layer tokens per expert (L, E) and summed router entropy (L,) over the positions in token_mask (N,).
+
+    An expert's load counts each token once per layer if it is among the token's top-k experts.
+    """
+    counts, entropy = [], []
+    keep = token_mask.reshape(-1).bool()
+    for logits in router_logits:
+        logits = logits.detach().float()[keep]  # (n, E)
+        probs = torch.softmax(logits, dim=-1)
+        chosen = logits.topk(top_k, dim=-1).indices  # (n, k)
+        counts.append(torch.bincount(chosen.reshape(-1), minlength=logits.shape[-1]).float())
+        entropy.append(-(probs * torch.log(probs.clamp_min(1e-20))).sum())
+    return torch.stack(counts), torch.stack(entropy)
+
+
+def router_metrics(counts: Tensor, entropy_sum: Tensor, num_tokens: int) -> dict[str, float]:
+    """`moe/*` metrics from per-layer expert counts (L, E) and summed router entropy (L,) over num_tokens tokens.
+
+    - expert_load_cv: std / mean of tokens per expert (0 = perfectly balanced), averaged over layers;
+    - max_load_ratio: the busiest expert's load over the mean load (1 = balanced, E / k = one expert takes all);
+    - router_entropy: mean entropy (nats) of the router's softmax per token;
+    - dead_experts: (layer, expert) pairs that received no token.
+    Per-layer values go to `moe/layer{i}/...`.
+    """
+    mean = counts.mean(dim=-1).clamp_min(1e-12)  # (L,)
+    cv = counts.std(dim=-1, unbiased=False) / mean  # (L,)
+    max_ratio = counts.max(dim=-1).values / mean  # (L,)
+    ent = entropy_sum / max(num_tokens, 1)  # (L,)
+    dead = (counts == 0).sum(dim=-1)  # (L,)
+    out = {
+        "moe/expert_load_cv": float(cv.mean()),
+        "moe/max_load_ratio": float(max_ratio.max()),
+        "moe/router_entropy": float(ent.mean()),
+        "moe/dead_experts": int(dead.sum()),
+    }
+    for i in range(counts.shape[0]):
+        out[f"moe/layer{i}/expert_load_cv"] = float(cv[i])
+        out[f"moe/layer{i}/max_load_ratio"] = float(max_ratio[i])
+        out[f"moe/layer{i}/router_entropy"] = float(ent[i])
+        out[f"moe/layer{i}/dead_experts"] = int(dead[i])
+    return out
+
+
+def topk_agreement(own: Tensor, theirs: Tensor, keep: Tensor | None = None) -> tuple[int, int]:
+    """(agreeing, compared) positions whose top-k expert sets are equal; own, theirs (..., k), keep (...) bool."""
+    same = (own.sort(-1).values == theirs.sort(-1).values).all(-1)  # (...,)
+    if keep is not None:
+        same = same[keep.to(same.device)]
+    return int(same.sum()), same.numel()
+
+
+def moe_routers(model) -> list[torch.nn.Module]:
+    """transformers' top-k router modules, in layer order. They return (logits, scores, indices):
+    Qwen3-MoE, Qwen2-MoE and Mixtral share this interface in transformers 5."""
+    return [m for n, m in model.named_modules() if is_router(n) and hasattr(m, "top_k")]
+
+
+class RoutingHooks:
+    """Records or replays the experts of every MoE layer for one forward pass (routing replay).
+
+    `record`: after the pass, `experts()` is (b, w, layers, k), the top-k experts per token and layer.
+    `replay` (b, w, layers, k): each router returns those experts instead of its own top-k; the gate weights are
+    the current router's softmax over the replayed experts (renormalised when the model renormalises), so the
+    router still gets gradients. `agree / total` counts the tokens whose own top-k set equals the replayed one.
+    """
+
+    def __init__(self, model, shape: tuple[int, int], replay: Tensor | None = None, token_mask: Tensor | None = None):
+        self.routers = moe_routers(model)
+        self.token_mask = None if token_mask is None else token_mask.reshape(-1).bool()
+        if not self.routers:
+            raise ValueError("routing replay: the policy has no top-k router modules (is it an MoE model?)")
+        self.shape, self.replay = shape, replay
+        self.recorded: list[Tensor] = []
+        self.agree, self.total = 0, 0
+        self.handles = []
+
+    def __enter__(self) -> RoutingHooks:
+        self.handles = [r.register_forward_hook(self._hook(i)) for i, r in enumerate(self.routers)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+
+    def _hook(self, layer: int):
+        def hook(module, args, out):
+            logits, _, own = out
+            if self.replay is None:
+                self.recorded.append(own.detach())
+                return None
+            chosen = self.replay[:, :, layer].reshape(-1, own.shape[-1]).to(own.device)  # (N, k)
+            agree, total = topk_agreement(own, chosen, self.token_mask)
+            self.agree, self.total = self.agree + agree, self.total + total
+            probs = torch.softmax(logits.float(), dim=-1)
+            scores = probs.gather(-1, chosen)
+            if getattr(module, "norm_topk_prob", True):
+                scores = scores / scores.sum(-1, keepdim=True)
+            return logits, scores.to(logits.dtype), chosen
+
+        return hook
+
+    def experts(self) -> Tensor:
+        b, w = self.shape
+        return torch.stack([x.view(b, w, -1) for x in self.recorded], dim=2)  # (b, w, layers, k)
+
+
+@torch.no_grad()
+def logprobs_and_routing(model, input_ids: Tensor, attention_mask: Tensor, temperature: float,
+                         micro_batch_size: int) -> tuple[Tensor, Tensor]:
+    """The trainer's logprobs (B, L-1) and its routing (B, L, layers, k), in micro-batches, without gradients."""
+    from rl.trainer.forward import token_logprobs
+
+    B, L = input_ids.shape
+    logps = torch.zeros(B, L - 1)
+    experts = None
+    for s, e, w in micro_slices(attention_mask, micro_batch_size):
+        with RoutingHooks(model, (e - s, w)) as rec:
+            logps[s:e, : w - 1] = token_logprobs(model, input_ids[s:e, :w], attention_mask[s:e, :w], temperature).logps
+        got = rec.experts()
+        if experts is None:
+            experts = torch.zeros(B, L, got.shape[2], got.shape[3], dtype=torch.long)
+        experts[s:e, :w] = got
+    return logps, experts
+
+
+def sampler_agreement(router_logits: tuple[Tensor, ...], sampler_experts: Tensor, positions: Tensor, top_k: int) -> tuple[int, int]:
+    """(agreeing, total) (position, layer) pairs whose trainer top-k set equals the engine's.
+
+    router_logits: per layer (b * w, E) from the trainer's forward; sampler_experts (b, w, layers, k);
+    positions (b, w) bool, the input positions to compare.
+    """
+    b, w = positions.shape
+    agree = total = 0
+    for layer, logits in enumerate(router_logits):
+        own = logits.detach().topk(top_k, dim=-1).indices.view(b, w, top_k)
+        a, n = topk_agreement(own, sampler_experts[:, :, layer], positions)
+        agree, total = agree + a, total + n
+    return agree, total

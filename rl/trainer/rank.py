@@ -1,0 +1,134 @@
+"""One trainer rank: the policy, the frozen reference, the optimizer and the LR schedule, and what the loop asks of
+them. The same class runs in the driver (trainer.ranks=1) and inside each Ray actor of a `TrainerGroup`.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from rl.batch.types import TrainBatch
+from rl.config import Config
+from rl.errors import UserError
+from rl.families import top_k_of
+from rl.sync.parity import max_logprob_gap
+from rl.trainer.dist import full_state, shard_model, world
+from rl.trainer.export import checkpoint_tensors
+from rl.trainer.forward import batched_logprobs
+from rl.trainer.moe import freeze_router, logprobs_and_routing
+from rl.trainer.optim import make_optimizer
+from rl.trainer.policy import load_policy
+from rl.trainer.update import UpdateResult, update
+from rollout.types import RolloutGroup
+from rollout.weight_sync import PackedWeights, pack_tensors
+
+TRAINER_STATE = "trainer_state.pt"
+
+
+class Trainer:
+    def __init__(self, cfg: Config, policy_path: str, reference_path: str):
+        """`policy_path`: where the trainable weights start (model.path, or a checkpoint on resume)."""
+        self.cfg = cfg
+        torch.manual_seed(cfg.trainer.seed)
+        if cfg.trainer.threads:
+            torch.set_num_threads(cfg.trainer.threads)
+        self.policy = load_policy(policy_path, cfg.model.dtype, experts=cfg.model.experts_implementation)
+        if cfg.moe.freeze_router:
+            freeze_router(self.policy)
+        self.reference = load_policy(reference_path, cfg.model.dtype, trainable=False,
+                                     experts=cfg.model.experts_implementation) if cfg.algo.kl_coef > 0 else None
+        self._weight_bytes = sum(t.numel() * t.element_size() for t in self.policy.state_dict().values())
+        self.sharded = cfg.trainer.sharding == "fsdp" and world()[1] > 1  # one rank (validated): never sharded
+        if self.sharded:
+            for net in (self.policy, self.reference):
+                if net is not None:
+                    shard_model(net)
+        self.optim = make_optimizer(self.policy, cfg.trainer)
+
+    def top_k(self) -> int | None:
+        return top_k_of(self.policy.config)
+
+    def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: str = "policy",
+                 with_routing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, L-1) logprobs of `model` ("policy" or "reference") without gradients, and with `with_routing` the
+        policy's routing (B, L, layers, k)."""
+        temperature, mbs = self.cfg.rollout.temperature, self.cfg.trainer.micro_batch_size
+        if with_routing:
+            return logprobs_and_routing(self.policy, input_ids, attention_mask, temperature, mbs)
+        net = self.reference if model == "reference" else self.policy
+        return batched_logprobs(net, input_ids, attention_mask, temperature, mbs, self.cfg.trainer.pack_sequences), None
+
+    def update(self, batch: TrainBatch) -> UpdateResult:
+        """rl.trainer.update.update with the run's settings (this rank's rows of each mini-batch under
+        torch.distributed)."""
+        return update(self.policy, self.optim, batch, self.cfg)
+
+    def weight_bytes(self) -> int:
+        """Bytes of one copy of the weights the engines receive."""
+        return self._weight_bytes
+
+    def weights(self) -> list[tuple[str, torch.Tensor]]:
+        """The policy in checkpoint layout; the rollout pool packs them for the engines. Sharded: gathered onto
+        rank 0 (every rank must call), empty on the others."""
+        if not self.sharded:
+            return checkpoint_tensors(self.policy)
+        state = full_state(self.policy)
+        return [] if state is None else checkpoint_tensors(self.policy, state)
+
+    def packed_weights(self) -> PackedWeights:
+        """`weights` packed into one buffer per dtype: what a trainer rank puts in the object store."""
+        return pack_tensors(self.weights())
+
+    def sync_gap(self, groups: list[RolloutGroup], pad_id: int) -> float:
+        return max_logprob_gap(self.policy, groups, self.cfg.rollout.temperature, pad_id, self.cfg.trainer.pack_sequences)
+
+    def save(self, folder: Path, rank: int = 0, with_state: bool = True) -> None:
+        """Rank 0 writes the policy (a Hugging Face folder); `with_state`, also the optimizer and LR schedule
+        (whole: gathered from the shards under FSDP, so every rank must call), and every rank its RNG states."""
+        folder = Path(folder)
+        weights = full_state(self.policy) if self.sharded else None
+        if rank == 0:
+            self.policy.save_pretrained(folder, safe_serialization=True, state_dict=weights)
+        if not with_state:
+            return
+        optimizer = self._optimizer_state()
+        if rank == 0:
+            torch.save({"optimizer": optimizer, "scheduler": self.optim.scheduler.state_dict(),
+                        "sharding": self._sharding()}, folder / TRAINER_STATE)
+        torch.save({"torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}, folder / f"rng_rank{rank}.pt")
+
+    def _sharding(self) -> str:
+        """How this rank holds the optimizer state: what a checkpoint records, and must match on resume."""
+        return "fsdp" if self.sharded else "replicate"
+
+    def _optimizer_state(self) -> dict:
+        if not self.sharded:
+            return self.optim.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.policy, self.optim.optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def load_state(self, folder: Path, rank: int = 0) -> None:
+        """Everything `save` wrote but the weights, which the policy was loaded from."""
+        folder = Path(folder)
+        state = torch.load(folder / TRAINER_STATE, weights_only=False)
+        written = state.get("sharding", "replicate")  # checkpoints from before trainer.sharding existed
+        if written != self._sharding():
+            raise UserError(f"{folder / TRAINER_STATE} holds optimizer state written with trainer.sharding={written} "
+                             f"(and trainer.ranks > 1 for fsdp); resume with the same settings")
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(self.policy, self.optim.optimizer, state["optimizer"],
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            self.optim.optimizer.load_state_dict(state["optimizer"])
+        self.optim.scheduler.load_state_dict(state["scheduler"])
+        rng = folder / f"rng_rank{rank}.pt"
+        if rng.is_file():  # absent when the run that wrote it had fewer ranks
+            r = torch.load(rng, weights_only=False)
+            torch.set_rng_state(r["torch_rng"])
+            random.setstate(r["python_rng"])

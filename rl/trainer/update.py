@@ -1,0 +1,218 @@
+"""The policy update on a TrainBatch: epochs x mini-batches of optimizer steps, each micro-batched.
+
+`policy_step` is one optimizer step; `update` runs the PPO-style loop with the old logprobs held fixed.
+Under torch.distributed each rank runs its rows of every mini-batch (rl.trainer.dist.shard_bounds) with the
+mini-batch's global counts, so the ranks' losses sum to the one-rank loss; `StepSums.all_reduce` and the
+gradient all-reduce make every rank hold the same result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from rl.batch.types import TrainBatch
+from rl.config import Config
+from rl.families import top_k_of
+from rl.objectives import LossInputs, get_loss
+from rl.objectives.aggregation import aggregate, count_seqs, count_tokens
+from rl.objectives.kl import kl_penalty
+from rl.trainer.dist import all_reduce_grads_, all_reduce_sum_, is_sharded, rank_micro_batches, world
+from rl.trainer.forward import Forward, token_logprobs
+from rl.trainer.moe import RoutingHooks, router_counts, router_metrics, sampler_agreement
+from rl.trainer.optim import Optim
+
+
+@dataclass
+class StepSums:
+    """What the micro-batches of one optimizer step add up. Every field is a sum over micro-batches and then
+    over the ranks (`all_reduce`, one collective, in field order)."""
+
+    loss: float = 0.0  # the aggregated loss (each micro-batch's share of the mini-batch's scalar)
+    clipped: float = 0.0  # clipped tokens (the loss's clip_frac times the micro-batch's tokens)
+    entropy: float = 0.0  # summed over response tokens
+    kl: float = 0.0  # summed per-token KL to the reference over response tokens
+    aux: float = 0.0  # the MoE aux loss, weighted by the micro-batch's share of the rows
+    replay_agree: int = 0  # tokens whose own top-k equals the replayed experts (moe.routing_replay)
+    replay_total: int = 0
+    sampler_agree: int = 0  # (position, layer) pairs where the trainer routes like the engine did
+    sampler_total: int = 0
+    router_tokens: int = 0  # attended tokens behind the router counts
+
+    def all_reduce(self, *tensors: torch.Tensor) -> None:
+        """Sums these fields and `tensors` (in place) over the ranks in one collective; a no-op on one rank."""
+        names = [f.name for f in dataclasses.fields(self)]
+        packed = torch.tensor([float(getattr(self, n)) for n in names], dtype=torch.float64)
+        all_reduce_sum_(packed, *tensors)
+        for n, v in zip(names, packed.tolist()):
+            setattr(self, n, type(getattr(self, n))(v))
+
+
+@dataclass
+class Seen:
+    """What the forward passes of one optimizer step saw before it: the trainer's logprobs and router load."""
+
+    logps: torch.Tensor  # (B, L-1) detached, 0 in rows another rank computed
+    counts: torch.Tensor | None = None  # (layers, E) tokens per expert
+    entropy: torch.Tensor | None = None  # (layers,) summed router entropy
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    metrics: dict
+    before_logps: torch.Tensor  # (B, L-1) from forwards made before any optimizer step of this update
+    before_rows: torch.Tensor  # (B,) bool: the rows before_logps covers (the first mini-batch)
+
+
+def policy_step(model, optim: Optim, batch: TrainBatch, cfg: Config) -> tuple[dict, Seen, StepSums]:
+    """Accumulates gradients over micro-batches so the loss equals the full-batch loss, then steps once.
+    Returns the step's metrics, what its forwards saw before the step, and the step's sums."""
+    num_seqs, num_tokens = count_seqs(batch.mask), count_tokens(batch.mask)
+    sums, seen, top_k = StepSums(), Seen(torch.zeros_like(batch.old_logps)), top_k_of(model.config)
+    rank, ranks = world()
+    sharded = ranks > 1 and is_sharded(model)
+    model.train()
+    for start, end in rank_micro_batches(len(batch), cfg.trainer.micro_batch_size, rank, ranks, sharded):
+        if start == end:  # FSDP: the gathers and reductions of a pass this rank has no rows for
+            token_logprobs(model, batch.input_ids[:1, :2], batch.attention_mask[:1, :2]).logps.sum().mul(0).backward()
+            continue
+        mb = batch.slice(start, end)
+        fwd = _forward(model, mb, cfg, top_k, sums)
+        loss = _micro_loss(fwd, mb, cfg, sums, share=len(mb) / len(batch), counts=(num_seqs, num_tokens))
+        (loss * ranks if sharded else loss).backward()  # FSDP averages over the ranks (rl.trainer.dist.shard_model)
+        _record(seen, sums, fwd, mb, start, top_k)
+    sums.all_reduce(*_seen_tensors(seen))
+    params = [p for p in model.parameters() if p.requires_grad]
+    if ranks > 1 and not sharded:  # FSDP has summed the gradients already, into each rank's shard
+        all_reduce_grads_(params)
+    grad_norm, optimizer_s = optim.step(params, cfg.trainer.grad_clip)
+    return _step_metrics(sums, grad_norm, optim.lr(), num_tokens, cfg) | {"time/optimizer": optimizer_s}, seen, sums
+
+
+def _forward(model, mb: TrainBatch, cfg: Config, top_k: int | None, sums: StepSums) -> Forward:
+    """The micro-batch's forward with gradients; it replays the batch's routing when it has one."""
+    temperature = cfg.rollout.temperature
+    if mb.routed_experts is None:
+        return token_logprobs(model, mb.input_ids, mb.attention_mask, temperature, with_entropy=True,
+                              with_router=top_k is not None, pack=cfg.trainer.pack_sequences)
+    positions = torch.nn.functional.pad(mb.mask, (0, 1))  # inputs whose outputs score response tokens
+    with RoutingHooks(model, tuple(mb.input_ids.shape), mb.routed_experts, positions) as replay:
+        fwd = token_logprobs(model, mb.input_ids, mb.attention_mask, temperature, with_entropy=True, with_router=True)
+    sums.replay_agree += replay.agree
+    sums.replay_total += replay.total
+    return fwd
+
+
+def _micro_loss(fwd: Forward, mb: TrainBatch, cfg: Config, sums: StepSums, share: float,
+                counts: tuple[int, int]) -> torch.Tensor:
+    """This micro-batch's part of the mini-batch's scalar loss: the policy loss (+ KL, + aux), aggregated with
+    the mini-batch's global counts; `share` is its fraction of the mini-batch's rows."""
+    algo, mask = cfg.algo, mb.mask
+    out = get_loss(algo.loss.name)(LossInputs(fwd.logps, mb.old_logps, mb.advantages, mask, mb.is_weight), algo.loss)
+    per_token = out.per_token
+    if mb.ref_logps is not None:
+        kl = torch.where(mask, kl_penalty(fwd.logps, mb.ref_logps, algo.kl_estimator), 0.0)  # (b, T)
+        if not algo.kl_in_reward:
+            per_token = per_token + algo.kl_coef * kl
+        sums.kl += float(kl.detach().sum())
+    loss = aggregate(per_token, mask, algo.loss_agg, num_seqs=counts[0], num_tokens=counts[1],
+                     max_len=cfg.rollout.max_new_tokens)
+    if cfg.moe.aux_loss_coef > 0 and fwd.aux_loss is not None:  # weighted by the micro-batch's share of the batch
+        loss = loss + cfg.moe.aux_loss_coef * fwd.aux_loss * share
+        sums.aux += float(fwd.aux_loss.detach()) * share
+    sums.loss += float(loss.detach())
+    sums.clipped += float(out.metrics.get("clip_frac", 0.0)) * int(mask.sum())  # a loss that clips reports it
+    sums.entropy += float(torch.where(mask, fwd.entropy, 0.0).sum())
+    return loss
+
+
+def _record(seen: Seen, sums: StepSums, fwd: Forward, mb: TrainBatch, start: int, top_k: int | None) -> None:
+    """Files what this micro-batch's forward saw: its logprobs, router load and agreement with the engine."""
+    seen.logps[start : start + len(mb), : fwd.logps.shape[1]] = fwd.logps.detach()
+    if not fwd.router_logits:
+        return
+    if mb.sampler_experts is not None:
+        positions = torch.nn.functional.pad(mb.mask, (0, 1))  # (b, w) inputs whose outputs score response tokens
+        agree, total = sampler_agreement(fwd.router_logits, mb.sampler_experts, positions, top_k)
+        sums.sampler_agree += agree
+        sums.sampler_total += total
+    counts, entropy = router_counts(fwd.router_logits, mb.attention_mask, top_k)
+    seen.counts = counts if seen.counts is None else seen.counts + counts
+    seen.entropy = entropy if seen.entropy is None else seen.entropy + entropy
+    sums.router_tokens += int(mb.attention_mask.sum())
+
+
+def _seen_tensors(seen: Seen) -> list[torch.Tensor]:
+    return [seen.logps] + ([seen.counts, seen.entropy] if seen.counts is not None else [])
+
+
+def _step_metrics(sums: StepSums, grad_norm: float, lr: float, num_tokens: int, cfg: Config) -> dict:
+    t = max(num_tokens, 1)
+    metrics = {
+        "loss/policy": sums.loss,
+        "loss/clip_frac": sums.clipped / t,
+        "loss/kl": sums.kl / t,
+        "policy/entropy": sums.entropy / t,
+        "grad_norm": grad_norm,
+        "lr": lr,
+    }
+    if cfg.moe.aux_loss_coef > 0:
+        metrics["moe/aux_loss"] = sums.aux
+    if sums.replay_total:  # share of tokens whose router, left alone, would pick the replayed experts
+        metrics["moe/replay_agreement"] = sums.replay_agree / sums.replay_total
+    return metrics
+
+
+def update(model, optim: Optim, batch: TrainBatch, cfg: Config) -> UpdateResult:
+    """algo.epochs passes over the batch in mini-batches of algo.mini_batch_size sequences, one optimizer step each.
+
+    The metrics are averaged over the steps (router statistics over the first epoch); the result also holds the
+    trainer's logprobs from forwards made before any step of this update, and the rows they cover: all rows for
+    a single step, the first mini-batch otherwise.
+    """
+    size = cfg.algo.mini_batch_size or len(batch)
+    steps, router = [], RouterLoad()
+    before_rows = torch.zeros(len(batch), dtype=torch.bool)
+    before_logps, agreement = torch.zeros_like(batch.old_logps), None
+    for epoch in range(cfg.algo.epochs):
+        for start in range(0, len(batch), size):
+            metrics, seen, sums = policy_step(model, optim, batch.slice(start, start + size), cfg)
+            steps.append(metrics)
+            if epoch == 0 and start == 0:  # before any step: the trainer against the engine
+                agreement = sums.sampler_agree / sums.sampler_total if sums.sampler_total else None
+                rows = min(size, len(batch))
+                before_rows[:rows] = True
+                before_logps[:rows, : seen.logps.shape[1]] = seen.logps
+            if epoch == 0:
+                router.add(seen, sums.router_tokens)
+    return UpdateResult(_update_metrics(steps, router, agreement), before_logps, before_rows)
+
+
+@dataclass
+class RouterLoad:
+    """Router counts summed over the first epoch's optimizer steps."""
+
+    counts: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    tokens: int = 0
+
+    def add(self, seen: Seen, tokens: int) -> None:
+        if seen.counts is None:
+            return
+        self.counts = seen.counts if self.counts is None else self.counts + seen.counts
+        self.entropy = seen.entropy if self.entropy is None else self.entropy + seen.entropy
+        self.tokens += tokens
+
+
+def _update_metrics(steps: list[dict], router: RouterLoad, agreement: float | None) -> dict:
+    out = {k: sum(m[k] for m in steps) / len(steps) for k in steps[0] if k != "time/optimizer"}
+    out["grad_norm_max"] = max(m["grad_norm"] for m in steps)
+    out["optimizer_steps"] = len(steps)
+    out["time/optimizer"] = sum(m["time/optimizer"] for m in steps)
+    if router.counts is not None:
+        out.update(router_metrics(router.counts, router.entropy, router.tokens))
+    if agreement is not None:
+        out["moe/routing_agreement"] = agreement
+    return out
