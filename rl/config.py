@@ -88,8 +88,11 @@ class RolloutConfig:
     max_engine_restarts: int = 3
     """How many times in a run a dead engine is started again (its unfinished prompts are sent again)."""
     shared_memory_sync: bool = True
-    """Engines on the driver's node read new weights from one file in /dev/shm instead of Ray's object store
-    (falls back to the object store when /dev/shm lacks room)."""
+    """`purerl` weight transfer: engines on the driver's node read new weights from one file in /dev/shm instead
+    of Ray's object store (falls back to the object store when /dev/shm lacks room)."""
+    weight_transfer: str = "auto"
+    """vLLM weight-transfer backend of the sync: `auto` (`purerl` on CPU; `ipc` for engines colocated with the
+    trainer on GPUs, `nccl` otherwise) or a backend name vLLM knows (docs/cluster.md, "Weight sync")."""
     async_: bool = False
     """Config key `rollout.async`: generate step k+1's groups while step k trains (one step off-policy)."""
     n: int = 8

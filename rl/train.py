@@ -27,15 +27,16 @@ from rl.run.placement import PlacementError
 from rl.run.resume import keep_metrics_through, resume_point
 from rl.run.session import Session
 from rl.sync.weights import sync_weights
-from rl.trainer.checkpoint import load_train_state, save_policy, save_train_state
+from rl.trainer.checkpoint import checkpoint_step, load_train_state, save_policy, save_train_state
 from rl.trainer.update import UpdateResult
 from rollout.pool import EngineLost
 
 
-def rl_step(s: Session, collector: Collector, last: bool = False) -> dict:
-    """One step, top to bottom: collect the groups, prepare the batch, update the policy, sync the engines."""
+def rl_step(s: Session, collector: Collector, step: int) -> dict:
+    """Step `step`, top to bottom: collect the groups, prepare the batch, update the policy, sync the engines
+    (their weights become version `step`)."""
     cfg = s.cfg
-    collected = collector.collect(last)
+    collected = collector.collect(step)
     t = time.perf_counter()
     tokens = build_tokens(collected.groups, s.tokenizer.pad_token_id)
     forwards = trainer_forwards(s.trainer, tokens, cfg)
@@ -45,7 +46,7 @@ def rl_step(s: Session, collector: Collector, last: bool = False) -> dict:
     train_s = time.perf_counter() - t
     collector.commit()
     collector.settle()  # rollout.async: the engines finish the next round before they load new weights
-    sync = sync_weights(s.pool, s.trainer)
+    sync = sync_weights(s.sender, s.pool, s.trainer, step)
     # time/train covers the reference, old-logprob recompute, forward/backward and optimizer
     times = {"time/generate": collected.generate_s, "time/reward": collected.reward_s, "time/train": train_s,
              "time/sync": sync["time/sync"]}
@@ -92,7 +93,8 @@ def train(cfg: Config) -> dict:
     run_dir = make_run_dir(cfg)
     print(f"run dir: {run_dir}", flush=True)
     resume_from = resume_point(run_dir) if cfg.run.resume else None
-    s = Session.start(cfg, weights=str(resume_from) if resume_from else None)
+    s = Session.start(cfg, weights=str(resume_from) if resume_from else None,
+                      version=checkpoint_step(resume_from) if resume_from else 0)
     try:
         summary = {"run_dir": str(run_dir), "model": cfg.model.path, **base_accuracy(s, run_dir, resume_from)}
         collector = Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), cfg.data.seed))
@@ -136,7 +138,7 @@ def loop(s: Session, collector: Collector, run_dir: Path, first: int) -> list[fl
     for step in range(first, cfg.trainer.steps + 1):
         t_wall = time.perf_counter()
         try:
-            metrics = {"step": step, **rl_step(s, collector, last=step == cfg.trainer.steps)}
+            metrics = {"step": step, **rl_step(s, collector, step)}
         except EngineLost as e:
             raise checkpoint_lost_run(s, collector, run_dir, step, e) from e
         metrics["time/wall"] = time.perf_counter() - t_wall

@@ -5,33 +5,38 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from rollout.types import Completion, RolloutGroup, Sampling
+from rollout.types import Completion, EngineSpec, RolloutGroup, Sampling
 
 
-def create_engine(model_path: str, *, dtype: str, seed: int, enforce_eager: bool, kv_cache_gib: int,
-                  gpu_memory_utilization: float, max_model_len: int, threads: int):
-    """A vLLM engine running in this process, so `collective_rpc` can reach its worker directly. `threads` > 0:
-    the CPU threads it computes with (this process's torch/OpenMP pool, sized here)."""
+def create_engine(spec: EngineSpec):
+    """A vLLM engine running in this process, with purerl's worker extension and its weights synced through
+    vLLM's RL lifecycle by `spec.weight_transfer`. `spec.threads` > 0: the CPU threads it computes with (this
+    process's torch/OpenMP pool, sized here)."""
     import torch
 
+    from rollout.vllm_ext import EXTENSION, register
+
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    if threads > 0:
+    if spec.threads > 0:
         # The engine computes on this process's OpenMP pool, which OpenMP sized from OMP_NUM_THREADS when torch
         # loaded: a Ray actor holding 1 CPU starts with OMP_NUM_THREADS=1, so setting the variable now is too late
         # and vLLM's CPU worker blocks `torch.set_num_threads` once it starts. Size the pool before it does.
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        torch.set_num_threads(threads)
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        os.environ["OMP_NUM_THREADS"] = str(spec.threads)
+        torch.set_num_threads(spec.threads)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(spec.kv_cache_gib))
     from vllm import LLM
 
+    register()  # the `purerl` backend, before the engine looks its backend up
     return LLM(
-        model=model_path,
-        dtype=dtype,
-        seed=seed,
-        enforce_eager=enforce_eager,
-        max_model_len=max_model_len,
-        gpu_memory_utilization=gpu_memory_utilization,
+        model=spec.model_path,
+        dtype=spec.dtype,
+        seed=spec.seed,
+        enforce_eager=spec.enforce_eager,
+        max_model_len=spec.max_model_len,
+        gpu_memory_utilization=spec.gpu_memory_utilization,
         enable_prefix_caching=False,  # reused KV from before a weight update would be stale
+        weight_transfer_config={"backend": spec.weight_transfer},
+        worker_extension_cls=EXTENSION,
     )
 
 
@@ -52,19 +57,17 @@ def sampling_params(s: Sampling):
 
 def generate_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[int], params: Any,
                     capture_routing: bool = False) -> list[RolloutGroup]:
-    """One RolloutGroup per prompt, with `params.n` completions each; with `capture_routing` (the engine has
-    `rollout.routing.install_capture`), each completion also carries the experts its tokens were routed to."""
+    """One RolloutGroup per prompt, with `params.n` completions each, tagged with the weight version the engine
+    held; with `capture_routing` (installed by `install_capture`), each completion also carries the experts its
+    tokens were routed to."""
     from vllm.inputs import TokensPrompt
 
-    from rollout.routing import parse_request_id, take_routing
-
+    version = weight_version(llm)
     outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params, use_tqdm=False)
-    routing = {}
-    if capture_routing:
-        routing = {parse_request_id(k): v for k, v in llm.collective_rpc(take_routing)[0].items()}
+    routing = llm.collective_rpc("purerl_take_routing")[0] if capture_routing else {}
     groups = []
     for idx, ids, out in zip(prompt_indices, prompt_ids, outputs):
-        group = RolloutGroup(prompt_index=idx, prompt_ids=list(ids))
+        group = RolloutGroup(prompt_index=idx, prompt_ids=list(ids), weight_version=version)
         for c in out.outputs:
             lps = [step[tok].logprob for step, tok in zip(c.logprobs, c.token_ids)]
             experts = routing.get((out.request_id, c.index))
@@ -73,3 +76,15 @@ def generate_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[int],
             group.completions.append(Completion(list(c.token_ids), c.text, lps, c.finish_reason or "length", experts))
         groups.append(group)
     return groups
+
+
+def install_capture(llm, top_k: int) -> int:
+    """Hooks the engine's MoE routers to record the top-k experts of every fed token; returns the number of
+    layers hooked (0: the model has no router, nothing installed)."""
+    return llm.collective_rpc("purerl_install_capture", args=(top_k,))[0]
+
+
+def weight_version(llm) -> int:
+    """The weight version the engine holds (the trainer step its weights come from; 0 before the first sync)."""
+    held = llm.get_weight_version()
+    return int(held) if held.lstrip("-").isdigit() else 0  # vLLM's initial label is "default"

@@ -1,10 +1,16 @@
-"""A pool of rollout actors: splits prompts over engines, gathers groups in order, broadcasts weights, and
-replaces an engine that dies.
+"""A pool of rollout actors: splits prompts over engines, gathers groups in order, syncs weights into them,
+and replaces an engine that dies.
 
-An engine that dies mid-call is started again in its placement bundle from the last weights the pool sent, and
-its unfinished shard is sent again; groups come back in prompt order, so a step sees every prompt exactly once.
-If no engine can be started within `restart_timeout_s` (its node is gone and nothing else can hold it), the
-shard goes to the surviving engines; when none survive, `EngineLost` says so.
+The pool is the client of vLLM's weight-transfer lifecycle (`VLLMWeightSyncClient`: init, start, update,
+finish): a trainer engine (rollout/transfer.py, or vLLM's own for `nccl`/`ipc`) drives it, and it fans each
+call out to its live engines. For the `purerl` backend it also routes the weights: engines on this node read
+them from /dev/shm, the others from one object in Ray's object store. After every sync each engine reports the
+version it holds, and a mismatch is an error.
+
+An engine that dies mid-call is started again in its placement bundle from the last weights the pool sent (at
+their version), and its unfinished shard is sent again; groups come back in prompt order, so a step sees every
+prompt exactly once. If no engine can be started within `restart_timeout_s` (its node is gone and nothing else
+can hold it), the shard goes to the surviving engines; when none survive, `EngineLost` says so.
 """
 
 from __future__ import annotations
@@ -14,11 +20,10 @@ import time
 from dataclasses import dataclass
 
 import ray
-import torch
 
 from rollout.shared_memory import SharedWeights
-from rollout.types import RolloutGroup, Sampling
-from rollout.weight_sync import PackedWeights, pack_tensors
+from rollout.transport import PackedWeights, pack_tensors
+from rollout.types import EngineSpec, RolloutGroup, Sampling
 from rollout.worker import RolloutWorker
 
 logger = logging.getLogger(__name__)
@@ -26,6 +31,10 @@ logger = logging.getLogger(__name__)
 
 class EngineLost(RuntimeError):
     """Every rollout engine died and none could be started again."""
+
+
+class WeightVersionError(RuntimeError):
+    """An engine holds other weights than the trainer synced: the stale-weights guard."""
 
 
 @dataclass
@@ -38,25 +47,31 @@ class Pending:
 
 
 class RolloutPool:
-    def __init__(self, model_path: str, *, engine_kwargs: dict, actor_options: list[dict],
-                 shared_memory: bool, capture_routing_top_k: int = 0, max_restarts: int = 3,
-                 restart_timeout_s: float = 120.0):
-        """`actor_options`: Ray options per engine (resources and placement bundle, rl.placement).
-        `shared_memory`: engines on this node get the weights through /dev/shm (rollout.shared_memory)."""
-        self.args = (model_path, engine_kwargs)
-        self.capture_routing_top_k = capture_routing_top_k
+    def __init__(self, spec: EngineSpec, *, actor_options: list[dict], shared_memory: bool,
+                 capture_routing_top_k: int = 0, max_restarts: int = 3, restart_timeout_s: float = 120.0,
+                 version: int = 0):
+        """`actor_options`: Ray options per engine (resources and placement bundle, rl.run.placement).
+        `shared_memory`: `purerl`-backend engines on this node get the weights through /dev/shm.
+        `version`: the weight version the engines start at (the step of the checkpoint in `spec.model_path`)."""
+        self.spec, self.capture_routing_top_k = spec, capture_routing_top_k
         self.options = list(actor_options)
         self.max_restarts, self.restart_timeout_s = max_restarts, restart_timeout_s
         self.restarts = 0
         self.deaths: list[tuple[str, int]] = []  # (the call that found it dead, engine slot)
+        self.version = version  # the weight version every live engine holds
+        self.next_version: int | None = None  # what the sync in progress labels the weights (default version + 1)
         self.weights: PackedWeights | ray.ObjectRef | None = None  # the last weights sent: a restarted engine loads them
+        self.init_info: dict | None = None  # the transfer engine's init info, for restarted engines too
         self.shared = SharedWeights() if shared_memory else None
         self.node = ray.get_runtime_context().get_node_id()
         self.workers: list = [self._start(rank) for rank in range(len(self.options))]
         self.node_ids = ray.get([w.node_id.remote() for w in self.workers])  # engines are up (or the error surfaces)
+        self.load_s = 0.0  # the slowest engine's load in the last sync
+        self._lost: list[tuple[int, Exception, str]] = []  # engines found dead during the sync in progress
 
     def _start(self, rank: int):
-        return RolloutWorker.options(**self.options[rank]).remote(*self.args, rank, self.capture_routing_top_k)
+        return RolloutWorker.options(**self.options[rank]).remote(self.spec, rank, self.capture_routing_top_k,
+                                                                  self.version)
 
     def live(self) -> list[int]:
         return [i for i, w in enumerate(self.workers) if w is not None]
@@ -89,6 +104,108 @@ class RolloutPool:
         """One group per prompt, in the order given."""
         return self.wait(self.submit(prompt_ids, prompt_indices, sampling))
 
+    # ---- vLLM's weight-sync client (VLLMWeightSyncClient): each call fans out to the live engines
+
+    def init_weight_transfer_engine(self, init_info: dict) -> None:
+        """Once per run. A `rank_offset` (NCCL) is made each engine's own, so their ranks never collide."""
+        self.init_info = dict(init_info)
+        self._each("init_weight_transfer_engine", {s: self._init_for(s) for s in self.live()})
+        self._settle_losses()
+
+    def start_weight_update(self) -> None:
+        self._lost = []
+        self._each("start_weight_update", {s: () for s in self.live()})
+
+    def update_weights(self, update_info: dict) -> None:
+        """One chunk. For `purerl`, `{"items": [(name, tensor)]}` or `{"packed": ObjectRef of PackedWeights}`
+        (a trainer rank packed them): each engine gets it through /dev/shm or the object store."""
+        self._each("update_weights", self._payloads(update_info) if self.spec.weight_transfer == "purerl"
+                   else {s: (update_info,) for s in self.live()})
+
+    def finish_weight_update(self, weight_version: str | None = None) -> None:
+        """Ends the sync at `weight_version` (default: `next_version`, else the version after the current);
+        every engine must then report it. Trainer engines of vLLM's own finish without a version."""
+        version = int(weight_version) if weight_version is not None else (
+            self.next_version if self.next_version is not None else self.version + 1)
+        self.next_version = None
+        done = self._each("finish_weight_update", {s: (version,) for s in self.live()})
+        self.version = version
+        self._settle_losses()  # restarted engines load the new weights at the new version
+        wrong = {s: held for s, (held, _) in done.items() if held != version}
+        if wrong:
+            raise WeightVersionError(f"after the sync to weight version {version}, engine(s) report "
+                                     f"{', '.join(f'{s}: {v}' for s, v in wrong.items())}")
+        self.load_s = max((s for _, s in done.values()), default=0.0)
+
+    def _init_for(self, slot: int) -> tuple:
+        info = dict(self.init_info or {})
+        if "rank_offset" in info:  # NCCL: engine i's workers take the ranks after engine i-1's
+            info["rank_offset"] += slot * int(info.get("ranks_per_engine", 1))
+        info.pop("ranks_per_engine", None)
+        return (info,)
+
+    def _payloads(self, update_info: dict) -> dict[int, tuple]:
+        """Per live engine, the `purerl` update info and the packed weights as a top-level argument (Ray resolves
+        an ObjectRef only there): a /dev/shm handle for engines on this node, one object-store copy otherwise."""
+        live = self.live()
+        weights = update_info["items"] if "items" in update_info else update_info["packed"]
+        local = self._local(live, weights)
+        handle = None
+        if local and isinstance(weights, list):
+            weights, handle = self.shared.pack(weights)
+        elif isinstance(weights, list):
+            weights = pack_tensors(weights)
+        elif local:
+            handle = self.shared.write(weights)
+        ref = weights  # an ObjectRef as it is; weights held here are put once, if any engine is on another node
+        if isinstance(weights, PackedWeights):
+            ref = ray.put(weights) if len(local) < len(live) else None
+        self.weights = weights
+        return {s: ({"shared": handle}, None) if s in local else ({}, ref) for s in live}
+
+    def _each(self, method: str, args: dict[int, tuple]) -> dict:
+        """Calls `method` on every engine in `args` at once; an engine found dead is noted (replaced once the
+        sync is over) and left out of the result."""
+        futures = {s: getattr(self.workers[s], method).remote(*a) for s, a in args.items()}
+        out = {}
+        for slot, future in futures.items():
+            try:
+                out[slot] = ray.get(future)
+            except ray.exceptions.RayActorError as e:
+                self.workers[slot] = None
+                self._lost.append((slot, e, method))
+        return out
+
+    def _settle_losses(self) -> None:
+        """Engines lost during a sync are replaced now (a restarted one loads the last weights at their
+        version); if none is left, the next generation call reports it, before any training on missing data."""
+        lost, self._lost = self._lost, []
+        for slot, error, during in lost:
+            try:
+                self._replace(slot, error, during)
+            except EngineLost:
+                return
+
+    def _local(self, live: list[int], weights) -> list[int]:
+        """The live engines on this node that read the weights from shared memory."""
+        if self.shared is None or isinstance(weights, ray.ObjectRef):
+            return []
+        local = [s for s in live if self.node_ids[s] == self.node]
+        if not local:
+            return []
+        if isinstance(weights, list):
+            nbytes = sum(t.numel() * t.element_size() for _, t in weights)
+        else:
+            nbytes = sum(b.nbytes for b in weights.buffers.values())
+        if not self.shared.reserve(nbytes):
+            logger.warning("cannot allocate %.0f MB in /dev/shm for the weights; sending them through the object "
+                           "store from now on", nbytes / 1e6)
+            self.shared.close()
+            self.shared, local = None, []
+        return local
+
+    # ---- replacing an engine that died
+
     def _replace(self, slot: int, error: Exception, during: str) -> int:
         """Starts engine `slot` again with the last weights and returns it; if that fails, drops it and returns a
         surviving engine's slot. Raises EngineLost when none is left."""
@@ -110,15 +227,15 @@ class RolloutPool:
         return live[slot % len(live)]
 
     def _restart(self, slot: int):
-        """A new engine in slot's bundle holding the last weights, or None after restart_timeout_s. A node that
-        just died may not be marked dead yet, so an engine placed there dies too; then it is tried again."""
+        """A new engine in slot's bundle holding the last weights at their version, or None after
+        restart_timeout_s. A node that just died may not be marked dead yet, so an engine placed there dies
+        too; then it is tried again."""
         deadline = time.monotonic() + self.restart_timeout_s
         while (left := deadline - time.monotonic()) > 0:
             worker = self._start(slot)
             try:
                 self.node_ids[slot] = ray.get(worker.node_id.remote(), timeout=left)
-                if self.weights is not None:
-                    ray.get(worker.update_weights.remote(self.weights), timeout=max(deadline - time.monotonic(), 1))
+                self._catch_up(worker, max(deadline - time.monotonic(), 1))
                 return worker
             except ray.exceptions.GetTimeoutError:
                 ray.kill(worker)
@@ -129,53 +246,18 @@ class RolloutPool:
                 time.sleep(1.0)
         return None
 
-    def update_weights(self, weights: PackedWeights | list[tuple[str, torch.Tensor]] | ray.ObjectRef) -> float:
-        """Every live engine loads `weights` in place; returns the longest time an engine spent loading.
-
-        Weights held here reach the engines on this node through /dev/shm (packed straight into the shared file)
-        and the others through one `ray.put`; an ObjectRef (trainer ranks pack in their own process) goes to
-        every engine as it is."""
-        live = self.live()
-        local = self._local(live, weights)
-        handle = None
-        if local and isinstance(weights, list):
-            weights, handle = self.shared.pack(weights)
-        elif isinstance(weights, list):
-            weights = pack_tensors(weights)
-        elif local:
-            handle = self.shared.write(weights)
-        ref = weights  # an ObjectRef as it is; weights held here are put once, if any engine is on another node
-        if isinstance(weights, PackedWeights):
-            ref = ray.put(weights) if len(local) < len(live) else None
-        self.weights = weights
-        seconds, futures = [], {s: self.workers[s].update_weights.remote(handle if s in local else ref) for s in live}
-        for slot, future in futures.items():
-            try:
-                seconds.append(ray.get(future))
-            except ray.exceptions.RayActorError as e:
-                try:
-                    self._replace(slot, e, "update_weights")  # a restarted engine loads self.weights as it starts
-                except EngineLost:
-                    pass  # the next generation call reports it, before any training on missing data
-        return max(seconds, default=0.0)
-
-    def _local(self, live: list[int], weights) -> list[int]:
-        """The live engines on this node that read the weights from shared memory."""
-        if self.shared is None or isinstance(weights, ray.ObjectRef):
-            return []
-        local = [s for s in live if self.node_ids[s] == self.node]
-        if not local:
-            return []
-        if isinstance(weights, list):
-            nbytes = sum(t.numel() * t.element_size() for _, t in weights)
-        else:
-            nbytes = sum(b.nbytes for b in weights.buffers.values())
-        if not self.shared.reserve(nbytes):
-            logger.warning("cannot allocate %.0f MB in /dev/shm for the weights; sending them through the object "
-                           "store from now on", nbytes / 1e6)
-            self.shared.close()
-            self.shared, local = None, []
-        return local
+    def _catch_up(self, worker, timeout: float) -> None:
+        """A new engine joins the weight transfer and loads the last weights the pool sent, at their version."""
+        if self.init_info is not None:
+            ray.get(worker.init_weight_transfer_engine.remote(self.init_info), timeout=timeout)
+        if self.weights is None:
+            return
+        if self.spec.weight_transfer != "purerl":
+            raise EngineLost(f"a restarted engine cannot fetch the weights over {self.spec.weight_transfer!r} by "
+                             f"itself; the run stops with a checkpoint (continue with RESUME=1)")
+        ray.get(worker.start_weight_update.remote(), timeout=timeout)
+        ray.get(worker.update_weights.remote({}, self.weights), timeout=timeout)
+        ray.get(worker.finish_weight_update.remote(self.version), timeout=timeout)
 
     def shutdown(self) -> None:
         self.weights = None

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rollout.weight_sync import PackedWeights, pack_tensors
+from rollout.transport import PackedWeights, pack_tensors
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "purerl-weights-"

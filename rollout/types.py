@@ -8,6 +8,21 @@ import torch
 
 
 @dataclass(frozen=True)
+class EngineSpec:
+    """How to start one vLLM engine."""
+
+    model_path: str
+    dtype: str = "float32"
+    seed: int = 0
+    enforce_eager: bool = True
+    kv_cache_gib: int = 1  # CPU: the KV cache size (VLLM_CPU_KVCACHE_SPACE)
+    gpu_memory_utilization: float = 0.3
+    max_model_len: int = 256
+    threads: int = 0  # > 0: the CPU threads it computes with
+    weight_transfer: str = "purerl"  # vLLM weight-transfer backend: `purerl` (CPU), `nccl`, `ipc`, ...
+
+
+@dataclass(frozen=True)
 class Sampling:
     """How an engine samples a call's groups."""
 
@@ -39,3 +54,4 @@ class RolloutGroup:
     prompt_ids: list[int]
     completions: list[Completion] = field(default_factory=list)
     engine: int = -1  # which engine produced the group
+    weight_version: int = -1  # the weight version the engine held while it sampled (rl.sync.weights: the step its weights come from)

@@ -1,4 +1,5 @@
-"""The Ray actor that holds one vLLM engine. Thin: it owns the engine and calls plain functions."""
+"""The Ray actor that holds one vLLM engine. Thin: it owns the engine and calls plain functions; the weight
+sync is vLLM's RL lifecycle on it (`init_weight_transfer_engine`, then start -> update -> finish per sync)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,21 @@ import time
 
 import ray
 
-from rollout.engine import create_engine, generate_groups, sampling_params
-from rollout.routing import install_capture
-from rollout.shared_memory import SharedHandle, open_shared, release_shared
-from rollout.types import RolloutGroup, Sampling
-from rollout.weight_sync import PackedWeights, push_weights, unpack_tensors
+from rollout.engine import create_engine, generate_groups, install_capture, sampling_params, weight_version
+from rollout.types import EngineSpec, RolloutGroup, Sampling
 
 logger = logging.getLogger(__name__)
 
 
 @ray.remote
 class RolloutWorker:
-    def __init__(self, model_path: str, engine_kwargs: dict, rank: int, capture_routing_top_k: int = 0):
+    def __init__(self, spec: EngineSpec, rank: int, capture_routing_top_k: int = 0, version: int = 0):
+        """`version`: the weight version the engine starts at (the step of the checkpoint it loads)."""
         self.rank = rank
-        self.llm = create_engine(model_path, **engine_kwargs)
+        self.llm = create_engine(spec)
+        self.llm.update_weight_version(str(version))
         self.capture = capture_routing_top_k > 0
-        if self.capture and self.llm.collective_rpc(install_capture, args=(capture_routing_top_k,))[0] == 0:
+        if self.capture and install_capture(self.llm, capture_routing_top_k) == 0:
             logger.warning("rollout.capture_routing: no router modules found in the engine's model; capture is off")
             self.capture = False
 
@@ -33,20 +33,39 @@ class RolloutWorker:
             g.engine = self.rank
         return groups
 
-    def update_weights(self, items: PackedWeights | SharedHandle | list) -> float:
-        """Loads the weights in place; returns the seconds spent inside the engine (reading shared memory
-        included)."""
+    def init_weight_transfer_engine(self, init_info: dict) -> None:
+        self.llm.init_weight_transfer_engine({"init_info": init_info})
+
+    def start_weight_update(self) -> None:
+        self.llm.start_weight_update()
+
+    def update_weights(self, update_info: dict, packed=None) -> float:
+        """One chunk of the sync (the backend's update info; `packed`: the `purerl` backend's PackedWeights,
+        passed apart so that Ray resolves an object-store reference to it). Returns the seconds it took."""
         t = time.perf_counter()
-        if isinstance(items, SharedHandle):
-            items = open_shared(items)
-        else:
-            release_shared()
-        push_weights(self.llm, unpack_tensors(items) if isinstance(items, PackedWeights) else items)
+        self.llm.update_weights({"update_info": update_info if packed is None else {**update_info, "packed": packed}})
         return time.perf_counter() - t
+
+    def finish_weight_update(self, version: int) -> tuple[int, float]:
+        """Ends the sync (the `purerl` backend loads the weights here) and labels the weights with `version`;
+        returns the version the engine now reports and the seconds it took."""
+        t = time.perf_counter()
+        try:
+            self.llm.finish_weight_update(weight_version=str(version))
+        except Exception:
+            self.llm.collective_rpc("purerl_abort_weight_update")  # so that the next sync can start
+            raise
+        if self.llm.llm_engine.vllm_config.cache_config.enable_prefix_caching:
+            self.llm.reset_prefix_cache()  # computed by the old weights (purerl's engines run without one)
+        return weight_version(self.llm), time.perf_counter() - t
+
+    def transfer_report(self) -> dict:
+        """What the `purerl` backend did: lifecycle call counts, its direct plan, its last sync."""
+        return self.llm.collective_rpc("purerl_transfer_report")[0]
 
     def run(self, fn, *args):
         """`fn(vllm_worker, *args)` inside the engine, for tests and diagnostics."""
-        return self.llm.collective_rpc(fn, args=args)[0]
+        return self.llm.collective_rpc("purerl_call", args=(fn, *args))[0]
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()

@@ -73,15 +73,17 @@ def standalone_vllm_tokens_per_s(cfg, batches: list[list[int]]) -> tuple[float, 
     from rl.collect.generate import sampling
     from rl.data import apply_template, load_prompts
     from rollout.engine import create_engine, generate_groups, sampling_params
+    from rollout.types import EngineSpec
 
     r = cfg.rollout
     tok = AutoTokenizer.from_pretrained(cfg.model.path)
     rows = {x.index: x for x in load_prompts(cfg.data.train)}
     ids = [[tok(apply_template(rows[i].question, cfg.data.template))["input_ids"] for i in batch] for batch in batches]
     omp = os.environ.get("OMP_NUM_THREADS")
-    llm = create_engine(cfg.model.path, dtype=cfg.model.dtype, seed=r.seed, enforce_eager=r.enforce_eager,
-                        kv_cache_gib=r.kv_cache_gib, gpu_memory_utilization=r.gpu_memory_utilization,
-                        max_model_len=max(len(x) for b in ids for x in b) + r.max_new_tokens, threads=r.engine_threads)
+    llm = create_engine(EngineSpec(cfg.model.path, dtype=cfg.model.dtype, seed=r.seed, enforce_eager=r.enforce_eager,
+                                   kv_cache_gib=r.kv_cache_gib, gpu_memory_utilization=r.gpu_memory_utilization,
+                                   max_model_len=max(len(x) for b in ids for x in b) + r.max_new_tokens,
+                                   threads=r.engine_threads))
     if omp is None:  # the engine read it; TRL's subprocess must not inherit it
         os.environ.pop("OMP_NUM_THREADS", None)
     else:

@@ -21,11 +21,11 @@ class Engine:
     def __init__(self, threads: int):
         from rl.config import load_config
         from rollout.engine import create_engine, sampling_params
-        from rollout.types import Sampling
+        from rollout.types import EngineSpec, Sampling
 
         cfg = load_config(CONFIG, [])
-        self.llm = create_engine(cfg.model.path, dtype=cfg.model.dtype, seed=0, enforce_eager=True, kv_cache_gib=1,
-                                 gpu_memory_utilization=0.9, max_model_len=256, threads=threads)
+        self.llm = create_engine(EngineSpec(cfg.model.path, dtype=cfg.model.dtype, gpu_memory_utilization=0.9,
+                                            max_model_len=256, threads=threads))
         self.params = sampling_params(Sampling(8, 1.0, 1.0, 64, tuple(cfg.rollout.stop), seed=0))
 
     def generate(self, ids: list[list[int]]) -> tuple[float, int]:

@@ -35,19 +35,16 @@ def main() -> None:
     from rl.trainer.forward import token_logprobs
     from rl.trainer.moe import RoutingHooks, sampler_agreement
     from rl.trainer.policy import load_policy, load_tokenizer
-    from rollout.engine import create_engine, generate_groups, sampling_params
-    from rollout.routing import install_capture
-    from rollout.types import Sampling
+    from rollout.engine import create_engine, generate_groups, install_capture, sampling_params
+    from rollout.types import EngineSpec, Sampling
 
     tok = load_tokenizer(args.model)
     policy = load_policy(args.model, args.dtype, trainable=False)
     k = top_k_of(policy.config)
     rows = load_prompts("rl/tasks/arithmetic/data/heldout.jsonl")[: args.prompts]
     ids = [tok(apply_template(r.question, "r1_zero"))["input_ids"] for r in rows]
-    llm = create_engine(args.model, dtype=args.dtype, seed=0, enforce_eager=True, kv_cache_gib=1,
-                        gpu_memory_utilization=0.3, max_model_len=max(map(len, ids)) + args.max_new_tokens,
-                        threads=0)
-    llm.collective_rpc(install_capture, args=(k,))
+    llm = create_engine(EngineSpec(args.model, dtype=args.dtype, max_model_len=max(map(len, ids)) + args.max_new_tokens))
+    install_capture(llm, k)
     groups = generate_groups(llm, ids, list(range(len(ids))), sampling_params(Sampling(args.n, 1.0, 1.0, args.max_new_tokens,
                                                                                      ("</answer>",))),
                              capture_routing=True)

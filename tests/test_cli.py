@@ -45,3 +45,10 @@ def test_used_run_dir_is_refused_not_appended(tmp_path, capsys):
     assert train.main(["--config", "configs/tiny.yaml", f"run.dir={tmp_path}"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_unknown_weight_transfer_backend_exits_2_listing_the_registered(tmp_path, capsys):
+    assert train.main(["--config", "configs/tiny.yaml", f"run.dir={tmp_path}/run", "rollout.weight_transfer=pigeon"]) == 2
+    err = capsys.readouterr().err
+    assert "rollout.weight_transfer 'pigeon' is not a registered weight-transfer backend" in err
+    assert "nccl" in err and "purerl" in err

@@ -32,7 +32,7 @@ def test_three_nodes_two_engines_two_ranks(tmp_path, monkeypatch):
         assert len(set(s.pool.node_ids)) == 2, "the engines share a node"
         assert len(s.trainer.node_ids) == 2
         collector = Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), cfg.data.seed))
-        steps = [rl_step(s, collector) for _ in range(3)]
+        steps = [rl_step(s, collector, step) for step in (1, 2, 3)]
         assert all(m["optimizer_steps"] == 1 for m in steps)
         # steps 2 and 3 sampled from synced weights: the ranks' logprobs match both engines' on those samples
         assert max(m["rollout/logprob_abs_diff_max"] for m in steps[1:]) < 1e-3

@@ -12,7 +12,7 @@ from rl.config import load_config
 from rl.run.placement import PlacementError, check_fits, plan
 from rl.trainer.group import TrainerGroup
 from rl.trainer.rank import Trainer
-from rollout.weight_sync import unpack_tensors
+from rollout.transport import unpack_tensors
 
 MODEL = "models/tiny-moe-base"
 # 4 optimizer steps (2 epochs x 2 mini-batches), micro-batches of 2 rows, a KL term (reference sharded too)

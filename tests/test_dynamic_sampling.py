@@ -5,6 +5,8 @@ The rollout pool here is a fake that answers from a table (this test is about th
 generation); the rewards are the real verifiers.
 """
 
+import pytest
+
 from rl.collect.collector import Collector
 from rl.config import load_config
 from rl.data.prompts import PromptRow, PromptSet
@@ -18,7 +20,8 @@ TABLE = {0: [RIGHT] * 4, 1: [RIGHT, WRONG, WRONG, WRONG], 2: [WRONG] * 4, 3: [RI
 
 class FakePool:
     def submit(self, prompt_ids, prompt_indices, sampling):
-        return [RolloutGroup(i, [1, 2], [Completion([3], t, [-0.5], "stop") for t in TABLE[i]]) for i in prompt_indices]
+        return [RolloutGroup(i, [1, 2], [Completion([3], t, [-0.5], "stop") for t in TABLE[i]], engine=0, weight_version=0)
+                for i in prompt_indices]
 
     def wait(self, pending):
         return pending
@@ -45,7 +48,7 @@ def collect(overrides, order=tuple(TABLE)):
     cfg = load_config("configs/tiny.yaml", ["rollout.n=4", "trainer.prompts_per_step=2"] + overrides)
     prompts = PromptSet([PromptRow(i, "what is 2 + 3?", "5") for i in TABLE], [[1, 2]] * len(TABLE))
     c = Collector(cfg, FakePool(), prompts, InOrder(order))
-    out = c.collect(last=True)
+    out = c.collect(step=1)  # the groups come from weight version 0, as step 1 expects
     return out, out.metrics(cfg.algo.dynamic_sampling), c
 
 
@@ -64,6 +67,16 @@ def test_round_cap_trains_on_what_it_has():
 def test_nothing_with_signal_trains_on_the_last_round_and_does_not_call_it_dropped():
     out, info, _ = collect(["algo.dynamic_sampling=true", "algo.dynamic_sampling_max_rounds=0"], order=[0, 2])
     assert [g.prompt_index for g in out.groups] == [0, 2] and info["data/dropped_indices"] == []
+
+
+def test_groups_from_other_weights_are_refused():
+    from rl.collect.generate import StaleWeightsError
+
+    cfg = load_config("configs/tiny.yaml", ["rollout.n=4", "trainer.prompts_per_step=2"])
+    prompts = PromptSet([PromptRow(i, "what is 2 + 3?", "5") for i in TABLE], [[1, 2]] * len(TABLE))
+    with pytest.raises(StaleWeightsError, match="engine 0 sampled prompt 0 with weight version 0, but the trainer "
+                                                "expects version 1 .*missed a weight sync"):
+        Collector(cfg, FakePool(), prompts, InOrder(TABLE)).collect(step=2)
 
 
 def test_off_takes_the_draw_as_is_and_the_ledger_commits():

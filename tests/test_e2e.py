@@ -7,19 +7,20 @@ the trainer's on the same tokens after a sync, and must not when the sync is ski
 import json
 
 import pytest
+import ray
 import torch
 from safetensors.torch import load_file
 
 from rl.batch.build import build_tokens
 from rl.batch.types import TrainBatch
 from rl.collect.collector import Collector
-from rl.collect.generate import sampling
+from rl.collect.generate import StaleWeightsError, sampling
 from rl.config import load_config
 from rl.data.sampler import EpochSampler
 from rl.run.session import Session
 from rl.sync.parity import max_logprob_gap
+from rl.sync.weights import sync_weights
 from rl.train import rl_step, train
-from rl.trainer.export import checkpoint_tensors
 from rl.trainer.update import policy_step
 
 pytestmark = pytest.mark.engines
@@ -33,7 +34,12 @@ def test_sync_parity_and_its_negative(tmp_path):
     cfg = load_config("configs/tiny.yaml", SMALL + ["trainer.lr=1e-3", f"run.dir={tmp_path}"])
     s = Session.start(cfg)
     try:
-        rl_step(s, Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), 0)))  # generate, score, update, sync
+        rl_step(s, Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), 0)), 1)  # generate, score, update, sync
+        # the sync went through vLLM's RL lifecycle into the `purerl` backend, once each, and set version 1
+        report = ray.get(s.pool.workers[0].transfer_report.remote())
+        assert report["calls"] == {"init": 1, "start": 1, "update": 1, "finish": 1}
+        assert report["last"]["path"] == "reload" and report["plan"] == "all"  # first sync: vLLM's loader, map proven
+        assert s.pool.version == 1
         prompts, idx, four = s.eval.head(4).ids, s.eval.head(4).indices(), sampling(cfg.rollout, 4)
         groups = s.pool.generate(prompts, idx, four)
         synced_gap = max_logprob_gap(s.policy, groups, cfg.rollout.temperature, s.tokenizer.pad_token_id)
@@ -48,9 +54,31 @@ def test_sync_parity_and_its_negative(tmp_path):
         stale_gap = max_logprob_gap(s.policy, stale, cfg.rollout.temperature, s.tokenizer.pad_token_id)
         assert stale_gap > PARITY_TOL, "a skipped sync must be caught by the parity check"
 
-        s.pool.update_weights(checkpoint_tensors(s.policy))
+        sync_weights(s.sender, s.pool, s.trainer, 2)
+        assert ray.get(s.pool.workers[0].transfer_report.remote())["last"]["path"] == "direct"
         resynced = s.pool.generate(prompts, idx, four)
+        assert {g.weight_version for g in resynced} == {2}
         assert max_logprob_gap(s.policy, resynced, cfg.rollout.temperature, s.tokenizer.pad_token_id) < PARITY_TOL
+    finally:
+        s.close()
+
+
+def test_an_engine_that_misses_a_sync_is_caught(tmp_path):
+    """Two engines; the second sync reaches engine 0 only. The next step refuses engine 1's groups, naming the
+    engine and both versions, before anything trains on them."""
+    cfg = load_config("configs/tiny.yaml", SMALL + ["rollout.num_engines=2", "rollout.engine_threads=1",
+                                                  f"run.dir={tmp_path}"])
+    s = Session.start(cfg)
+    try:
+        collector = Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), 0))
+        assert rl_step(s, collector, 1)["sync/weight_version"] == 1
+        every = s.pool.live
+        s.pool.live = lambda: [0]  # this sync skips engine 1
+        sync_weights(s.sender, s.pool, s.trainer, 2)
+        s.pool.live = every
+        with pytest.raises(StaleWeightsError, match="engine 1 sampled prompt .* with weight version 1, but the "
+                                                    "trainer expects version 2"):
+            collector.collect(3)
     finally:
         s.close()
 

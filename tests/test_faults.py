@@ -48,7 +48,7 @@ def test_engine_killed_mid_generation_costs_no_prompt(tmp_path):
         want = EpochSampler(len(s.train), cfg.data.seed).next(32)  # an undisturbed run draws these
         victim = ray.get(s.pool.workers[0].pid.remote())
         killer = kill_when_busy(victim, busy_s=0.3)  # early in the round; `deaths` below checks where it landed
-        metrics = rl_step(s, collector)
+        metrics = rl_step(s, collector, 1)
         killer.join()
         assert s.pool.deaths == [("generate", 0)] and s.pool.restarts == 1  # found dead while generating
         assert ray.get(s.pool.workers[0].pid.remote()) != victim  # engine 0 is a new process

@@ -31,3 +31,34 @@ def test_no_long_functions_or_long_signatures_in_rl():
                 if lines > 50 or params > 7:
                     found.append(f"{path.relative_to(RL.parent)}:{node.name} ({lines} lines, {params} parameters)")
     assert found == []
+
+
+def _uses_vllm(tree: ast.AST) -> bool:
+    """Imports vLLM, or holds an engine (calls a vLLM method on one)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vllm"):
+            return True
+        if isinstance(node, ast.Import) and any(a.name.startswith("vllm") for a in node.names):
+            return True
+        if isinstance(node, ast.Attribute) and node.attr in ("collective_rpc", "llm_engine"):
+            return True
+    return False
+
+
+def test_vllm_internals_stay_in_the_extension_folder():
+    """Outside rollout/vllm_ext/, no file that uses vLLM reaches a leading-underscore attribute or hands
+    `collective_rpc` a function: vLLM's worker is reached through the extension's named methods only."""
+    found = []
+    files = [*RL.rglob("*.py"), *(RL.parent / "rollout").rglob("*.py")]
+    for path in files:
+        tree = ast.parse(path.read_text())
+        if "vllm_ext" in path.parts or not _uses_vllm(tree):
+            continue
+        for node in ast.walk(tree):
+            private = isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+            rpc = (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                   and node.func.attr == "collective_rpc"
+                   and not (node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)))
+            if private or rpc:
+                found.append(f"{path.relative_to(RL.parent)}:{node.lineno}")
+    assert found == []

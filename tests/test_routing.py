@@ -4,8 +4,8 @@ import torch
 
 from rl.batch.build import build_tokens
 from rl.trainer.moe import sampler_agreement
-from rollout.routing import parse_request_id
 from rollout.types import Completion, RolloutGroup
+from rollout.vllm_ext.routing import parse_request_id
 
 
 def test_parse_request_id_of_parallel_samples():

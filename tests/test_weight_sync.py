@@ -1,9 +1,10 @@
-"""Packing weights for the trip through Ray: one buffer per dtype, unpacked to the same names, values and shapes."""
+"""The `purerl` weight-transfer backend: packing weights for the trip through Ray (one buffer per dtype, unpacked
+to the same names, values and shapes), /dev/shm, and the engine's direct load checked against vLLM's loader."""
 
 import pytest
 import torch
 
-from rollout.weight_sync import pack_tensors, unpack_tensors
+from rollout.transport import pack_tensors, unpack_tensors
 
 
 def test_pack_roundtrip_mixed_dtypes_keeps_order_and_values():
@@ -47,17 +48,29 @@ def test_shared_memory_roundtrip_grows_and_cleans_up(tmp_path):
     assert not alive.path.exists()
 
 
+def sync(worker, packed, version: int) -> str:
+    """One sync through vLLM's lifecycle on a RolloutWorker; returns the load path the backend took."""
+    import ray
+
+    ray.get(worker.start_weight_update.remote())
+    ray.get(worker.update_weights.remote({}, packed))
+    held, _ = ray.get(worker.finish_weight_update.remote(version))
+    assert held == version
+    return ray.get(worker.transfer_report.remote())["last"]["path"]
+
+
 @pytest.mark.engines
 def test_engine_loads_directly_and_exactly():
     """The direct load (after vLLM's own first load) leaves every engine parameter and every packed layer's
     output bit-identical to vLLM's reload of the same weights, and keeps parity. A wrong map is caught by the
-    proof: a wrong q/k/v order leaves only the experts' map, a wrong expert order leaves vLLM's loader."""
+    proof: a wrong q/k/v order leaves only the experts' map, a wrong expert order leaves vLLM's loader. Every
+    sync goes through vLLM's lifecycle, and a sync whose tensors differ from the first is refused."""
     import ray
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rl.sync.parity import max_logprob_gap
     from rl.trainer.export import checkpoint_tensors
-    from rollout.types import Sampling
+    from rollout.types import EngineSpec, Sampling
     from rollout.worker import RolloutWorker
 
     path = "models/tiny-moe-base"
@@ -72,35 +85,29 @@ def test_engine_loads_directly_and_exactly():
         return pack_tensors(checkpoint_tensors(model))
 
     def state(w):
-        from rollout.direct_load import fingerprint
+        from rollout.vllm_ext.direct_load import fingerprint
 
-        return fingerprint(w.purerl_direct_plan)
+        return fingerprint(w.weight_transfer_engine.loader.plan)
 
     def reload_slowly(w, packed):
-        from rollout.direct_load import repack_moe
-        from rollout.weight_sync import _reload
+        from rollout.vllm_ext.direct_load import repack_moe
+        from rollout.vllm_ext.reload import vllm_reload
 
-        _reload(w, unpack_tensors(packed))
+        vllm_reload(w.vllm_config, w.model_runner.model, unpack_tensors(packed))
         repack_moe(w.model_runner.model)
 
-    def load(w, packed):
-        from rollout.weight_sync import reload_in_place
-
-        return reload_in_place(w, unpack_tensors(packed))
-
     def plan_state(w):
-        plan = w.purerl_direct_plan
-        return plan if plan is False else "experts" if plan.dense is None else "all"
+        return w.weight_transfer_engine.loader.kind()
 
     def swap_k_and_v(w):
         w.model_runner.model.packed_modules_mapping = {"qkv_proj": ["q_proj", "v_proj", "k_proj"]}
-        w.purerl_direct_plan = None  # learn again, with the wrong map
+        w.weight_transfer_engine.loader.plan = None  # learn again, with the wrong map
 
     def swap_gate_and_up(w):
-        import rollout.direct_load as dl
+        import rollout.vllm_ext.direct_load as dl
 
         dl._SHARD.update(gate_proj="w3", up_proj="w1")
-        w.purerl_direct_plan = None
+        w.weight_transfer_engine.loader.plan = None
 
     def gap(worker):
         prompts = [tok("Q: 12+7=? A:")["input_ids"], tok("Q: 3*4=? A:")["input_ids"]]
@@ -109,13 +116,12 @@ def test_engine_loads_directly_and_exactly():
 
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
-        kwargs = dict(dtype="float32", seed=0, enforce_eager=True, kv_cache_gib=1, gpu_memory_utilization=0.3,
-                      max_model_len=256, threads=1)
-        worker = RolloutWorker.remote(path, kwargs, 0)
-        ray.get(worker.update_weights.remote(perturbed()))  # vLLM's loader; the map is learned and proven
+        worker = RolloutWorker.remote(EngineSpec(path, max_model_len=256, threads=1), 0)
+        ray.get(worker.init_weight_transfer_engine.remote({}))
+        assert sync(worker, perturbed(), 1) == "reload"  # vLLM's loader; the map is learned and proven
         assert ray.get(worker.run.remote(plan_state)) == "all"
         packed = perturbed()
-        assert ray.get(worker.run.remote(load, packed)) == "direct"  # no vLLM loader at all
+        assert sync(worker, packed, 2) == "direct"  # no vLLM loader at all
         direct = ray.get(worker.run.remote(state))
         assert gap(worker) < 1e-3
         ray.get(worker.run.remote(reload_slowly, packed))
@@ -123,17 +129,31 @@ def test_engine_loads_directly_and_exactly():
         # 4 layers x (q/k norms, two layer norms, w13, w2, qkv, o, router: their parameters and probe outputs)...
         assert len(direct) == len(slow) > 40
         assert all(torch.equal(a, b) for a, b in zip(direct, slow))
+        report = ray.get(worker.transfer_report.remote())
+        assert report["calls"] == {"init": 1, "start": 2, "update": 2, "finish": 2}
 
         ray.get(worker.run.remote(swap_k_and_v))
-        ray.get(worker.update_weights.remote(perturbed()))
+        assert sync(worker, perturbed(), 3) == "reload"
         assert ray.get(worker.run.remote(plan_state)) == "experts"  # the proof caught the q/k/v order
-        assert ray.get(worker.run.remote(load, perturbed())) == "experts"
+        assert sync(worker, perturbed(), 4) == "experts"
         assert gap(worker) < 1e-3
 
         ray.get(worker.run.remote(swap_gate_and_up))
-        ray.get(worker.update_weights.remote(perturbed()))
+        assert sync(worker, perturbed(), 5) == "reload"
         assert ray.get(worker.run.remote(plan_state)) is False  # the proof caught it; vLLM's loader is kept
-        assert ray.get(worker.run.remote(load, perturbed())) == "reload"
+        assert sync(worker, perturbed(), 6) == "reload"
         assert gap(worker) < 1e-3
+
+        # a sync without one tensor, or with one reshaped, is refused before anything loads
+        short = pack_tensors(checkpoint_tensors(model)[1:])
+        ray.get(worker.start_weight_update.remote())
+        ray.get(worker.update_weights.remote({}, short))
+        with pytest.raises(ray.exceptions.RayTaskError, match="does not match the first sync: missing"):
+            ray.get(worker.finish_weight_update.remote(7))
+        assert gap(worker) < 1e-3  # the engine still holds version 6's weights
+        ray.get(worker.start_weight_update.remote())
+        with pytest.raises(ray.exceptions.RayTaskError, match="another dtype or shape, for"):
+            ray.get(worker.update_weights.remote({}, pack_tensors([("lm_head.weight", torch.zeros(3, 3))])))
+        assert sync(worker, perturbed(), 7) == "reload" and gap(worker) < 1e-3  # and the next sync works
     finally:
         ray.shutdown()

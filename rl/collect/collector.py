@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from rl.collect.dynamic import Picked, keep_signal
-from rl.collect.generate import Round, generate_round, sampling, score_round
+from rl.collect.generate import Round, check_versions, sampling, score_round
 from rl.collect.scoring import ScoredGroups
 from rl.config import Config
 from rl.data.prompts import PromptSet
@@ -63,10 +63,13 @@ class Collector:
         self.sampling = sampling(cfg.rollout, cfg.rollout.n)
         self._ahead: Prefetch | None = None
         self._open_cursor: dict | None = None  # the cursor before the draws of a step not yet trained on
+        self.step = 0  # the step being collected
 
-    def collect(self, last: bool) -> Collected:
-        """This step's groups; unless it is the `last` step, rollout.async then starts the next step's round."""
-        cfg = self.cfg
+    def collect(self, step: int) -> Collected:
+        """Step `step`'s groups, each checked to come from the weights of step - 1 (step - 2 when rollout.async
+        generated it during the last step); unless this is the last step, rollout.async then starts the next
+        step's round."""
+        cfg, self.step = self.cfg, step
         self._open_cursor = self._ahead.cursor if self._ahead is not None else self.sampler.state_dict()
         staleness = int(self._ahead is not None)
         first = self._take_ahead() if self._ahead is not None else self._round(cfg.trainer.prompts_per_step)
@@ -74,7 +77,7 @@ class Collector:
             picked = keep_signal(first, self._round, cfg.trainer.prompts_per_step, cfg.algo.dynamic_sampling_max_rounds)
         else:
             picked = Picked(first.groups, first.scored, [], [first])
-        if cfg.rollout.async_ and not last:
+        if cfg.rollout.async_ and step < cfg.trainer.steps:
             self._ahead = self._launch()
         return Collected(picked.groups, picked.scored, picked, staleness)
 
@@ -104,7 +107,12 @@ class Collector:
         return self.prompts.take(self.sampler.next(n))
 
     def _round(self, n: int) -> Round:
-        return generate_round(self.pool, self._draw(n), self.sampling, self.cfg.reward)
+        """n fresh prompts, generated now: by the weights the last sync pushed (version step - 1)."""
+        prompts = self._draw(n)
+        t = time.perf_counter()
+        groups = self.pool.generate(prompts.ids, prompts.indices(), self.sampling)
+        check_versions(groups, self.step - 1, 0)
+        return score_round(groups, prompts, self.cfg.reward, time.perf_counter() - t)
 
     def _launch(self) -> Prefetch:
         cursor = self.sampler.state_dict()
@@ -116,4 +124,5 @@ class Collector:
         step's generation time."""
         self.settle()
         ahead, self._ahead = self._ahead, None
+        check_versions(ahead.groups, self.step - 2, 1)  # generated while the last step trained
         return score_round(ahead.groups, ahead.prompts, self.cfg.reward, ahead.wait_s)

@@ -17,6 +17,20 @@ def sampling(rollout: RolloutConfig, n: int) -> Sampling:
                     stop=tuple(rollout.stop))
 
 
+class StaleWeightsError(RuntimeError):
+    """Groups were sampled with other weights than the trainer expects: an engine missed a sync."""
+
+
+def check_versions(groups: list[RolloutGroup], expected: int, staleness: int) -> None:
+    """Refuses groups sampled with any weight version but `expected` (the trainer's step minus one, minus the
+    round's `staleness`): the guard against training on an engine's stale weights, on every step."""
+    for g in groups:
+        if g.weight_version != expected:
+            raise StaleWeightsError(
+                f"engine {g.engine} sampled prompt {g.prompt_index} with weight version {g.weight_version}, but the "
+                f"trainer expects version {expected} ({staleness} step(s) stale): that engine missed a weight sync")
+
+
 @dataclass(frozen=True)
 class Round:
     """One generation round: the groups of some prompts, their rewards, and what each half took."""

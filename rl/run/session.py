@@ -12,10 +12,13 @@ from dataclasses import dataclass
 
 from rl.config import Config
 from rl.data import PromptSet, encode, load_prompts
+from rl.errors import ConfigError
 from rl.run.placement import Plan, actor_options, plan, reserve
+from rl.sync.weights import make_sender
 from rl.trainer.policy import load_tokenizer, resolve_model_path
 from rl.trainer.rank import Trainer
 from rollout.pool import RolloutPool
+from rollout.types import EngineSpec
 
 
 def init_ray(cfg: Config) -> None:
@@ -46,6 +49,7 @@ class Session:
     pool: RolloutPool
     trainer: object | None = None  # rl.trainer.rank.Trainer (trainer.ranks=1) or rl.trainer.group.TrainerGroup
     placement: object | None = None
+    sender: object | None = None  # the weight-transfer backend's trainer engine (rl.sync.weights.make_sender)
 
     @property
     def policy(self):
@@ -55,23 +59,26 @@ class Session:
         return self.trainer.policy
 
     @classmethod
-    def start(cls, cfg: Config, trainable: bool = True, weights: str | None = None) -> Session:
-        """`weights`: a checkpoint folder the policy and the engines start from (resume); the reference model
-        and the tokenizer always come from model.path."""
+    def start(cls, cfg: Config, trainable: bool = True, weights: str | None = None, version: int = 0) -> Session:
+        """`weights`: a checkpoint folder the policy and the engines start from (resume), `version` its step;
+        the reference model and the tokenizer always come from model.path."""
         model_path = resolve_model_path(cfg.model.path)
         tokenizer = load_tokenizer(model_path)
         train = encode(load_prompts(cfg.data.train, cfg.data.split) if trainable else [], tokenizer, cfg.data.template)
         held_out = encode(load_prompts(cfg.data.eval, cfg.data.split, limit=cfg.data.eval_size), tokenizer,
                           cfg.data.template)
         longest = max(len(x) for x in train.ids + held_out.ids)
+        backend = weight_transfer_backend(cfg)
         init_ray(cfg)
         r, t = cfg.rollout, cfg.trainer
         p = plan(r.num_engines, r.engine_cpus, r.engine_gpus, t.ranks if trainable else 1, t.rank_cpus, t.rank_gpus,
                  cfg.cluster.colocate)
         pg = reserve(p.bundles, cfg.cluster.strategy, cfg.cluster.timeout_s)
         trainer = start_trainer(cfg, weights or model_path, model_path, pg, p) if trainable else None
-        pool = start_pool(cfg, weights or model_path, pg, p, longest, trainer)
-        return cls(cfg, model_path, tokenizer, train, held_out, pool, trainer, pg)
+        spec = engine_spec(cfg, weights or model_path, longest, backend)
+        pool = start_pool(cfg, spec, pg, p, trainer, version)
+        sender = make_sender(cfg, trainer, pool, backend) if trainable else None
+        return cls(cfg, model_path, tokenizer, train, held_out, pool, trainer, pg, sender)
 
     def close(self) -> None:
         import ray
@@ -94,20 +101,32 @@ def start_trainer(cfg: Config, policy_path: str, reference_path: str, pg, p: Pla
     return TrainerGroup(cfg, policy_path, reference_path, [actor_options(pg, b, p) for b in p.rank_bundles])
 
 
-def start_pool(cfg: Config, weights: str, pg, p: Plan, longest_prompt: int, trainer) -> RolloutPool:
-    """The engines in their placement bundles; they capture routing when the policy is an MoE (and asked to)."""
+def weight_transfer_backend(cfg: Config) -> str:
+    """`rollout.weight_transfer` resolved (rollout.transfer.choose_backend), and refused unless vLLM knows it."""
+    from rollout.transfer import choose_backend
+    from rollout.vllm_ext import engine_backends
+
+    r, t = cfg.rollout, cfg.trainer
+    backend = choose_backend(r.weight_transfer, gpus=r.engine_gpus > 0 or t.rank_gpus > 0, colocated=cfg.cluster.colocate)
+    known = engine_backends()
+    if backend not in known:
+        raise ConfigError(f"{backend!r} is not a registered weight-transfer backend; registered: {', '.join(known)}",
+                          "rollout.weight_transfer")
+    return backend
+
+
+def engine_spec(cfg: Config, weights: str, longest_prompt: int, backend: str) -> EngineSpec:
+    r = cfg.rollout
+    return EngineSpec(weights, dtype=cfg.model.dtype, seed=r.seed, enforce_eager=r.enforce_eager,
+                      kv_cache_gib=r.kv_cache_gib, gpu_memory_utilization=r.gpu_memory_utilization,
+                      max_model_len=longest_prompt + r.max_new_tokens, threads=r.engine_threads, weight_transfer=backend)
+
+
+def start_pool(cfg: Config, spec: EngineSpec, pg, p: Plan, trainer, version: int) -> RolloutPool:
+    """The engines in their placement bundles, holding weight version `version`; they capture routing when the
+    policy is an MoE (and asked to)."""
     r = cfg.rollout
     top_k = (trainer.top_k() or 0) if trainer is not None and r.capture_routing else 0
-    return RolloutPool(
-        weights,
-        actor_options=[actor_options(pg, b, p) for b in p.engine_bundles],
-        capture_routing_top_k=top_k,
-        max_restarts=r.max_engine_restarts,
-        restart_timeout_s=cfg.cluster.timeout_s,
-        shared_memory=r.shared_memory_sync,
-        engine_kwargs={
-            "dtype": cfg.model.dtype, "seed": r.seed, "enforce_eager": r.enforce_eager,
-            "kv_cache_gib": r.kv_cache_gib, "gpu_memory_utilization": r.gpu_memory_utilization,
-            "max_model_len": longest_prompt + r.max_new_tokens, "threads": r.engine_threads,
-        },
-    )
+    return RolloutPool(spec, actor_options=[actor_options(pg, b, p) for b in p.engine_bundles],
+                       capture_routing_top_k=top_k, max_restarts=r.max_engine_restarts,
+                       restart_timeout_s=cfg.cluster.timeout_s, shared_memory=r.shared_memory_sync, version=version)

@@ -1,19 +1,64 @@
-"""The last stage of a step: the trainer's new weights into every engine, timed and sized."""
+"""The last stage of a step: the trainer's new weights into every engine through vLLM's weight-transfer
+lifecycle, driven by the backend's trainer engine (`purerl` on CPU; vLLM's `nccl` or `ipc` on GPUs)."""
 
 from __future__ import annotations
 
 import time
 
+from rl.config import Config
+from rl.errors import ConfigError
 
-def sync_weights(pool, trainer) -> dict[str, float]:
-    """Pushes the trainer's weights into the pool's live engines; returns the sync metrics."""
+
+def make_sender(cfg: Config, trainer, pool, backend: str):
+    """The trainer engine of `backend`, initialised with the pool as its client (the engines join here)."""
+    from vllm.distributed.weight_transfer import WeightTransferTrainerFactory
+
+    from rollout.transfer import NAME, PurerlTrainerInitInfo, register
+
+    register()
+    if backend == NAME:
+        return WeightTransferTrainerFactory.trainer_init(PurerlTrainerInitInfo(rank=0), client=pool, source=trainer)
+    if not hasattr(trainer, "policy"):
+        raise ConfigError(f"={backend} sends from the trainer process: it needs trainer.ranks=1 (the GPU trainer "
+                          "ranks do not run it yet)", "rollout.weight_transfer")
+    return WeightTransferTrainerFactory.trainer_init(gpu_init_info(cfg, backend), client=pool,
+                                                     source=_module_source(trainer.policy))
+
+
+def gpu_init_info(cfg: Config, backend: str):
+    """vLLM's trainer init info for its GPU backends: NCCL's group is the trainer (rank 0) and every engine's
+    workers (the pool gives each engine its own rank offset); IPC needs no rendezvous. Not run on a GPU yet."""
+    if backend == "ipc":
+        from vllm.distributed.weight_transfer.ipc_engine import IPCTrainerInitInfo
+
+        return IPCTrainerInitInfo(rank=0)
+    if backend == "nccl":
+        from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
+        from vllm.utils.network_utils import get_ip, get_open_port
+
+        workers = cfg.rollout.num_engines  # one worker per engine (tensor parallelism comes with the GPU path)
+        return NCCLTrainerInitInfo(master_address=get_ip(), master_port=get_open_port(), world_size=1 + workers, rank=0)
+    raise ConfigError(f"={backend}: purerl drives the purerl, nccl and ipc backends", "rollout.weight_transfer")
+
+
+def _module_source(model):
+    from vllm.distributed.weight_transfer import ModuleSource
+
+    return ModuleSource(model)
+
+
+def sync_weights(sender, pool, trainer, version: int) -> dict[str, float]:
+    """Pushes the trainer's weights into the pool's live engines as weight version `version`; returns the
+    sync metrics."""
     t = time.perf_counter()
-    engine_s = pool.update_weights(trainer.weights())
+    pool.next_version = version
+    sender.send_weights()
     seconds = time.perf_counter() - t
     moved = trainer.weight_bytes() * len(pool.live())  # bytes from the trainer to the engines
     return {
         "time/sync": seconds,
-        "sync/engine_load_s": engine_s,  # the slowest engine's in-place load, inside time/sync
+        "sync/engine_load_s": pool.load_s,  # the slowest engine's in-place load, inside time/sync
         "sync/bytes": moved,
         "sync/gb_per_s": moved / max(seconds, 1e-9) / 1e9,
+        "sync/weight_version": version,
     }

@@ -62,6 +62,11 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
                   and (p / STATE).is_file())
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step a complete checkpoint was taken after (its weights' version)."""
+    return int(torch.load(Path(path) / STATE, weights_only=False)["step"])
+
+
 def load_train_state(path: Path, trainer, sampler) -> int:
     """Restores everything but the weights (loaded from `path` as the policy); returns the checkpoint's step."""
     trainer.load_state(path)

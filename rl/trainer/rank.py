@@ -21,8 +21,8 @@ from rl.trainer.moe import freeze_router, logprobs_and_routing
 from rl.trainer.optim import make_optimizer
 from rl.trainer.policy import load_policy
 from rl.trainer.update import UpdateResult, update
+from rollout.transport import PackedWeights, pack_tensors
 from rollout.types import RolloutGroup
-from rollout.weight_sync import PackedWeights, pack_tensors
 
 TRAINER_STATE = "trainer_state.pt"
 

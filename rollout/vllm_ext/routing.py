@@ -21,7 +21,7 @@ from rl.families import is_router
 
 
 class RoutingCapture:
-    """Installed on one vLLM worker (through `collective_rpc`); `take()` returns and clears what it holds."""
+    """Installed on one vLLM worker (by the worker extension); `take()` returns and clears what it holds."""
 
     def __init__(self, worker, top_k: int):
         runner = worker.model_runner
@@ -61,10 +61,11 @@ class RoutingCapture:
                 self.rows[req_id].append(chunk)
         self.step, self.layout = {}, None
 
-    def take(self) -> dict[str, torch.Tensor]:
-        """request id -> (tokens fed, layers, k) int16, for every request seen since the last call."""
+    def take(self) -> dict[tuple[str, int], torch.Tensor]:
+        """(request id as `LLM.generate` reports it, sample index) -> (tokens fed, layers, k) int16, for every
+        sample seen since the last call."""
         self._flush()
-        out = {req_id: torch.cat(chunks) for req_id, chunks in self.rows.items()}
+        out = {parse_request_id(req_id): torch.cat(chunks) for req_id, chunks in self.rows.items()}
         self.rows.clear()
         return out
 
@@ -72,22 +73,6 @@ class RoutingCapture:
         for h in self.handles:
             h.remove()
         self.runner._prepare_inputs = self._original
-
-
-def install_capture(worker, top_k: int) -> int:
-    """collective_rpc target: hooks the worker's model; returns the number of MoE layers hooked (0: none found,
-    nothing installed, and the caller turns capture off)."""
-    capture = RoutingCapture(worker, top_k)
-    if capture.num_layers == 0:
-        capture.remove()
-        return 0
-    worker.purerl_routing = capture
-    return capture.num_layers
-
-
-def take_routing(worker) -> dict[str, torch.Tensor]:
-    """collective_rpc target: the routing captured since the last call, keyed by vLLM's (child) request id."""
-    return worker.purerl_routing.take()
 
 
 def parse_request_id(engine_id: str) -> tuple[str, int]:
