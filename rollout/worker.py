@@ -39,10 +39,13 @@ class RolloutWorker:
     def start_weight_update(self) -> None:
         self.llm.start_weight_update()
 
-    def update_weights(self, update_info: dict, packed=None) -> float:
+    def update_weights(self, update_info: dict, packed=None, start: bool = False) -> float:
         """One chunk of the sync (the backend's update info; `packed`: the `purerl` backend's PackedWeights,
-        passed apart so that Ray resolves an object-store reference to it). Returns the seconds it took."""
+        passed apart so that Ray resolves an object-store reference to it), after `start_weight_update` when
+        `start` (the pool's first chunk). Returns the seconds it took."""
         t = time.perf_counter()
+        if start:
+            self.llm.start_weight_update()
         self.llm.update_weights({"update_info": update_info if packed is None else {**update_info, "packed": packed}})
         return time.perf_counter() - t
 
