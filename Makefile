@@ -9,6 +9,7 @@ BASE_MODEL ?= models/tiny-moe-base
 RUN_DIR ?=
 RESUME ?=
 CKPT ?=
+RUN ?=
 RAY_PORT ?= 6379
 RAY_DASHBOARD_PORT ?= 8265
 RAY_CPUS ?=
@@ -19,7 +20,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval test test-unit test-slow lint clean base-model bench bench-rewards bench-sync bench-trainer routing-gap ray-up ray-down submit
+.PHONY: install train eval plot test test-unit test-slow lint clean base-model bench bench-rewards bench-sync bench-trainer routing-gap ray-up ray-down submit
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -40,6 +41,11 @@ train: $(VENV)/.installed $(BASE_MODEL)/config.json
 
 eval: $(VENV)/.installed $(BASE_MODEL)/config.json
 	$(BIN)/python -m rl.evaluate --config $(CONFIG) $(if $(CKPT),--checkpoint $(CKPT)) $(ARGS)
+
+# PNG curves of a run into RUN/plots (make train draws them at its end too).
+plot: $(VENV)/.installed
+	@test -n "$(RUN)" || { echo "make plot: set RUN=<run dir>, e.g. RUN=runs/20261203-120000" >&2; exit 2; }
+	$(BIN)/python -m rl.run.plot $(RUN)
 
 test: $(VENV)/.installed $(BASE_MODEL)/config.json
 	$(BIN)/python -m pytest -m "not slow" -q $(ARGS)

@@ -1,7 +1,8 @@
-"""Rule-based rewards: verifiers (math, code, format), their registry, and `score_batch`, the hard-limited pool."""
+"""Rule-based rewards: verifiers (math, code, format, reasoning_gym), their registry, and `score_batch`, the
+hard-limited pool."""
 
 # Importing the built-in verifiers registers "math", "code" and "format" before anyone else can take the names.
-from rewards import code, math  # noqa: F401
+from rewards import code, math, procedural  # noqa: F401
 from rewards.format import FormatVerifier, format_reward
 from rewards.pool import close_pool, score_batch
 from rewards.registry import (

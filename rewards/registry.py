@@ -16,7 +16,7 @@ from rl.registry import Registry, UnknownNameError
 
 Verifier = Callable[..., Reward]
 ENTRY_POINT_GROUP = "purerl.verifiers"
-_BUILTIN_MODULES = ("rewards.math.verifier", "rewards.code.verifier", "rewards.format")
+_BUILTIN_MODULES = ("rewards.math.verifier", "rewards.code.verifier", "rewards.format", "rewards.procedural")
 
 VERIFIERS: Registry[Verifier] = Registry("verifier")
 FACTORIES: Registry[Callable[..., Verifier]] = Registry("verifier factory")

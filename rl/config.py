@@ -59,20 +59,36 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     train: str = "rl/tasks/arithmetic/data/train.jsonl"
-    """Training prompts: local .jsonl/.parquet file, or a hub dataset name."""
+    """Training prompts: local .jsonl/.json/.parquet file, a hub dataset name, or a procedural task
+    `reasoning_gym:<task>?size=N&seed=S`."""
     eval: str = "rl/tasks/arithmetic/data/heldout.jsonl"
-    """Held-out prompts scored before and after training."""
+    """Held-out prompts of base_accuracy / final_accuracy (one sample each, before and after training)."""
+    format: str = "purerl"
+    """Row format of `train` and `eval` (rl/data/formats.py): purerl, verl, gsm8k, math, conversational."""
+    keys: dict[str, str] = field(default_factory=dict)
+    """Column renames for the format, e.g. {prompt: query, answer: target}."""
     split: str = "train"
     """Split to read when `train`/`eval` is a hub dataset name."""
-    template: Literal["r1_zero", "none"] = "r1_zero"
-    """Prompt template. `r1_zero` wraps the question in DeepSeek-R1-Zero's template."""
+    template: str = "r1_zero"
+    """Prompt template (rl/data/templates.py): r1_zero, chat (the tokenizer's own), none, or a string holding
+    {question}."""
+    system_prompt: str = ""
+    """System message of the `chat` template (none when empty)."""
     eval_size: int = 256
     """Number of held-out problems scored (the first N of `eval`)."""
     seed: int = 0
     """Seed of the shuffle of the training prompts."""
 
     def __post_init__(self):
+        from rl.data.formats import COLUMNS, FORMATS
+        from rl.data.templates import check_template
+
         require(self.eval_size >= 1, "eval_size", "must be >= 1")
+        require(self.format in FORMATS, "format", f"{self.format!r} is not one of {FORMATS.names()}")
+        bad = sorted(set(self.keys) - set(COLUMNS))
+        require(not bad, "keys", f"renames unknown fields {bad}; a format reads {list(COLUMNS)}")
+        problem = check_template(self.template)
+        require(problem is None, "template", problem or "")
 @dataclass
 class RolloutConfig:
     num_engines: int = 1
@@ -145,21 +161,45 @@ class RewardTerm:
 
 
 @dataclass
+class RewardSource:
+    """How the rows of one data source are scored."""
+
+    terms: list[RewardTerm] = field(default_factory=list)
+    """Verifiers and their weights for these rows."""
+    accuracy_verifier: str = ""
+    """The verifier whose full score counts one of these rows' samples as correct."""
+
+    def __post_init__(self):
+        require(len(self.terms) >= 1, "terms", "must name at least one verifier")
+        require(self.accuracy_verifier in [t.verifier for t in self.terms], "accuracy_verifier",
+                f"{self.accuracy_verifier!r} is not one of the terms' verifiers")
+
+
+@dataclass
 class RewardConfig:
     terms: list[RewardTerm] = field(
         default_factory=lambda: [RewardTerm("math", 1.0), RewardTerm("format", 0.1)]
     )
-    """Verifiers and their weights; the total reward is the weighted sum."""
+    """Verifiers and their weights; the total reward is the weighted sum. They score every row whose
+    data_source has no entry in `sources`."""
     workers: int = 2
     """Processes that score rewards (each item is hard-killed at its term's time limit)."""
     accuracy_verifier: str = "math"
     """The verifier whose full score (1.0) counts a sample as correct (reward/accuracy, held-out eval)."""
+    sources: dict[str, RewardSource] = field(default_factory=dict)
+    """Terms per data source, selected by each row's `data_source` (verl's convention): one run can mix math,
+    code and a plug-in task; metrics are split per source (reward/<source>/accuracy)."""
 
     def __post_init__(self):
         require(len(self.terms) >= 1, "terms", "must name at least one verifier")
         require(self.workers >= 1, "workers", "must be >= 1")
         require(self.accuracy_verifier in [t.verifier for t in self.terms], "accuracy_verifier",
                 f"{self.accuracy_verifier!r} is not one of reward.terms' verifiers")
+
+    def source(self, name: str) -> RewardSource:
+        """The terms that score rows of data source `name`: its own, or the default ones."""
+        found = self.sources.get(name)
+        return found if found is not None else RewardSource(self.terms, self.accuracy_verifier)
 
 
 @dataclass
@@ -290,9 +330,9 @@ class RunConfig:
     dir: str = ""
     """Run directory; empty means runs/<timestamp>."""
     eval_before: bool = True
-    """Score the held-out set before training (summary.json base_accuracy)."""
+    """Score the held-out set (summary.json base_accuracy) and the eval sets before training."""
     eval_after: bool = True
-    """Score the held-out set after training (summary.json final_accuracy)."""
+    """Score the held-out set (summary.json final_accuracy) and the eval sets after training."""
     save_checkpoint: bool = True
     """Write the final policy as a Hugging Face folder in <dir>/checkpoint."""
     save_every: int = 0
@@ -309,6 +349,72 @@ class RunConfig:
 
 
 @dataclass
+class EvalSet:
+    path: str = ""
+    """The set's prompts: a local file, a hub dataset name or a procedural task (as data.train)."""
+    format: str = "purerl"
+    """Its row format (as data.format)."""
+    keys: dict[str, str] = field(default_factory=dict)
+    """Its column renames (as data.keys)."""
+    size: int = 256
+    """Problems scored: the first N."""
+    split: str = "train"
+    """Split to read when `path` is a hub dataset name."""
+
+    def __post_init__(self):
+        from rl.data.formats import FORMATS
+
+        require(bool(self.path), "path", "must name the set's prompts")
+        require(self.size >= 1, "size", "must be >= 1")
+        require(self.format in FORMATS, "format", f"{self.format!r} is not one of {FORMATS.names()}")
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0
+    """Also evaluate every K training steps (0: only before and after training, by run.eval_before/after)."""
+    n: int = 4
+    """Samples per problem at `temperature` (mean@n, pass@k, maj@k)."""
+    temperature: float = 1.0
+    """Sampling temperature of the n samples."""
+    k: list[int] = field(default_factory=lambda: [1, 2, 4])
+    """The k of pass@k and maj@k, each in 1..n."""
+    greedy: bool = True
+    """Also one greedy answer per problem (eval/<set>/greedy)."""
+    sets: dict[str, EvalSet] = field(default_factory=lambda: {
+        "heldout": EvalSet("rl/tasks/arithmetic/data/heldout.jsonl", size=256)})
+    """The eval sets by name (metrics eval/<name>/..., files eval/<name>-step<k>.jsonl)."""
+
+    def __post_init__(self):
+        require(self.every >= 0, "every", "must be >= 0")
+        require(self.n >= 1, "n", "must be >= 1")
+        require(self.temperature > 0, "temperature", "must be > 0 (greedy answers: eval.greedy)")
+        require(bool(self.k) and all(1 <= k <= self.n for k in self.k), "k", f"each k must be in 1..eval.n={self.n}")
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = True
+    """Write TensorBoard event files of every metric into <run dir>/tensorboard."""
+    wandb: bool = False
+    """Also log to Weights & Biases (needs the wandb package; never required)."""
+    wandb_project: str = "purerl"
+    """The wandb project."""
+    samples_every: int = 10
+    """Every N steps, write a few prompts, completions, rewards and statuses to samples.jsonl (0: never)."""
+    samples: int = 4
+    """How many groups samples.jsonl shows each time (one completion each)."""
+    verbose: bool = False
+    """Show vLLM's and Ray's own logs on the console instead of only in <run dir>/logs/."""
+    plot: bool = True
+    """Draw the run's curves into <run dir>/plots/ when it ends (make plot RUN=<dir> does it any time)."""
+
+    def __post_init__(self):
+        require(self.samples_every >= 0, "samples_every", "must be >= 0")
+        require(self.samples >= 1, "samples", "must be >= 1")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -319,6 +425,8 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self):
         """The rules that span sections; each section has checked its own values already."""
@@ -362,6 +470,11 @@ def _build(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"expected a list, got {value!r}", key)
         (item_tp,) = typing.get_args(tp)
         return [_build(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a mapping, got {value!r}", key)
+        key_tp, item_tp = typing.get_args(tp)
+        return {_build(key_tp, k, key): _build(item_tp, v, f"{key}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp in (int, float, str, bool):
@@ -385,12 +498,25 @@ def _build_dataclass(tp: type, value: Any, key: str) -> Any:
     kwargs = {}
     for k, v in value.items():
         sub = f"{key}.{k}" if key else k
+        v = _over_default_entries(fields[k], v)
         registry = fields[k].metadata.get("registry")
         kwargs[k] = _build_objective(registry, v, sub, fields[k]) if registry else _build(hints[k], v, sub)
     try:
         return tp(**kwargs)
     except ConfigError as e:
         raise e.at(key) if key else e from None
+
+
+def _over_default_entries(f: dataclasses.Field, value: Any) -> Any:
+    """For a mapping of sections with default entries (eval.sets): an entry the config names keeps the default
+    entry's settings it does not set (`eval.sets.heldout.size=8`); naming entries replaces the default mapping."""
+    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not isinstance(default, dict):
+        return value
+    return {k: {**dataclasses.asdict(default[k]), **v} if k in default and isinstance(v, dict)
+            and dataclasses.is_dataclass(default[k]) else v for k, v in value.items()}
 
 
 def _build_objective(registry, value: Any, key: str, f: dataclasses.Field) -> ObjectiveConfig:

@@ -1,6 +1,8 @@
-"""Held-out accuracy: one sample per problem, with the training sampling settings.
+"""`make eval`: a model's held-out accuracy (one sample per problem, the training sampling settings) and the
+eval sets' figures (mean@n, pass@k, maj@k, greedy; rl/eval/), as one JSON object.
 
-`python -m rl.evaluate --config configs/tiny.yaml [--checkpoint runs/x/checkpoint]`
+`python -m rl.evaluate --config configs/tiny.yaml [--checkpoint runs/x/checkpoint] [--out DIR] [overrides]`
+(--out also writes the per-problem results, DIR/eval/<set>-step0.jsonl).
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 from rl.collect.generate import generate_round, sampling
 from rl.config import Config, load_config
 from rl.data import PromptSet
 from rl.errors import UserError
+from rl.eval.run import run_evals
 
 
 def heldout_accuracy(pool, prompts: PromptSet, cfg: Config) -> float:
@@ -28,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", default="configs/tiny.yaml")
     p.add_argument("--checkpoint", default=None, help="model folder to score; defaults to model.path")
+    p.add_argument("--out", type=Path, default=None, help="write the per-problem results under this folder")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     from rl.run.session import Session
@@ -40,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         acc = heldout_accuracy(session.pool, session.eval, cfg)
-        print(json.dumps({"model": cfg.model.path, "eval": cfg.data.eval, "problems": len(session.eval), "accuracy": acc}))
+        sets = run_evals(session.pool, session.eval_sets, cfg, 0, args.out)
+        print(json.dumps({"model": cfg.model.path, "eval": cfg.data.eval, "problems": len(session.eval), "accuracy": acc,
+                          "sets": {k.removeprefix("eval/"): v for k, v in sets.items()}}))
     finally:
         session.close()
     return 0

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rl.batch.build import build_tokens
@@ -20,10 +21,13 @@ from rl.collect.scoring import reward_metrics
 from rl.config import Config, ConfigError, load_config
 from rl.data.sampler import EpochSampler
 from rl.errors import UserError
+from rl.eval.run import run_evals
 from rl.evaluate import heldout_accuracy
 from rl.objectives.mismatch import mismatch_metrics
-from rl.run.outputs import MetricsLog, make_run_dir, write_summary
+from rl.run.console import say, third_party_to
+from rl.run.outputs import MetricsLog, SampleLog, make_run_dir, write_summary
 from rl.run.placement import PlacementError
+from rl.run.plot import plot_run
 from rl.run.resume import keep_metrics_through, resume_point
 from rl.run.session import Session
 from rl.sync.weights import sync_weights
@@ -32,11 +36,13 @@ from rl.trainer.update import UpdateResult
 from rollout.pool import EngineLost
 
 
-def rl_step(s: Session, collector: Collector, step: int) -> dict:
+def rl_step(s: Session, collector: Collector, step: int, samples: SampleLog | None = None) -> dict:
     """Step `step`, top to bottom: collect the groups, prepare the batch, update the policy, sync the engines
     (their weights become version `step`)."""
     cfg = s.cfg
     collected = collector.collect(step)
+    if samples is not None:
+        samples.write(step, collected.groups, collected.scored)
     t = time.perf_counter()
     tokens = build_tokens(collected.groups, s.tokenizer.pad_token_id)
     forwards = trainer_forwards(s.trainer, tokens, cfg)
@@ -89,24 +95,49 @@ def final_parity(s: Session) -> float:
 
 
 def train(cfg: Config) -> dict:
+    """The whole run: the run directory, the session, evaluations, the steps, the final policy, the curves.
+    Third-party output goes to <run dir>/logs/ (log.verbose keeps it on the console)."""
     start = time.time()
     run_dir = make_run_dir(cfg)
-    print(f"run dir: {run_dir}", flush=True)
+    say(f"run dir: {run_dir}")
+    say(config_summary(cfg))
+    with third_party_to(None if cfg.log.verbose else run_dir / "logs"):
+        summary = run(cfg, run_dir, start)
+    say(f"done: {run_dir}/summary.json")
+    return summary
+
+
+def run(cfg: Config, run_dir: Path, start: float) -> dict:
     resume_from = resume_point(run_dir) if cfg.run.resume else None
     s = Session.start(cfg, weights=str(resume_from) if resume_from else None,
                       version=checkpoint_step(resume_from) if resume_from else 0)
+    log = MetricsLog(run_dir, cfg)
     try:
         summary = {"run_dir": str(run_dir), "model": cfg.model.path, **base_accuracy(s, run_dir, resume_from)}
+        if resume_from is None and cfg.run.eval_before and cfg.eval.sets:
+            log.write({"step": 0, **run_evals(s.pool, s.eval_sets, cfg, 0, run_dir)})
         collector = Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), cfg.data.seed))
         first = 1 if resume_from is None else resume(s, collector, run_dir, resume_from, summary)
-        gaps = loop(s, collector, run_dir, first)
+        gaps = loop(s, collector, Outputs(run_dir, log, SampleLog(run_dir, cfg, s.tokenizer)), first)
         finish(s, run_dir, gaps, summary)
         summary.update(steps=cfg.trainer.steps, eval_problems=len(s.eval), wall_seconds=round(time.time() - start, 1))
         write_summary(run_dir, summary)
-        print(f"done: {run_dir}/summary.json", flush=True)
-        return summary
     finally:
+        log.close()
         s.close()
+    if cfg.log.plot:
+        plot_run(run_dir)
+    return summary
+
+
+def config_summary(cfg: Config) -> str:
+    """Two lines of what the run does."""
+    d, r, a, t = cfg.data, cfg.rollout, cfg.algo, cfg.trainer
+    sets = ", ".join(f"{name} ({e.size})" for name, e in cfg.eval.sets.items()) or "none"
+    return (f"config: {cfg.model.path} ({cfg.model.dtype}); {d.train} ({d.format}, template {d.template}); "
+            f"{t.steps} steps x {t.prompts_per_step} prompts x {r.n} samples, up to {r.max_new_tokens} tokens\n"
+            f"        {a.advantage.name} + {a.loss.name} (kl_coef {a.kl_coef}), lr {t.lr}; {r.num_engines} engine(s), "
+            f"{t.ranks} trainer rank(s); eval sets {sets}, n={cfg.eval.n}, k={cfg.eval.k}")
 
 
 def base_accuracy(s: Session, run_dir: Path, resume_from: Path | None) -> dict:
@@ -118,7 +149,7 @@ def base_accuracy(s: Session, run_dir: Path, resume_from: Path | None) -> dict:
         return {}
     acc = heldout_accuracy(s.pool, s.eval, s.cfg)
     saved.write_text(json.dumps({"base_accuracy": acc}))
-    print(f"held-out accuracy before training: {acc:.3f} ({len(s.eval)} problems)", flush=True)
+    say(f"held-out accuracy before training: {acc:.3f} ({len(s.eval)} problems)")
     return {"base_accuracy": acc}
 
 
@@ -127,27 +158,43 @@ def resume(s: Session, collector: Collector, run_dir: Path, resume_from: Path, s
     done = load_train_state(resume_from, s.trainer, collector.sampler)
     keep_metrics_through(run_dir / "metrics.jsonl", done)  # steps logged after the checkpoint are redone
     summary["resumed_from_step"] = done
-    print(f"resumed from {resume_from} (step {done})", flush=True)
+    say(f"resumed from {resume_from} (step {done})")
     return done + 1
 
 
-def loop(s: Session, collector: Collector, run_dir: Path, first: int) -> list[float]:
-    """Steps first..trainer.steps, with their metrics and checkpoints; returns each step's sync parity."""
+@dataclass(frozen=True)
+class Outputs:
+    run_dir: Path
+    metrics: MetricsLog
+    samples: SampleLog
+
+
+def loop(s: Session, collector: Collector, out: Outputs, first: int) -> list[float]:
+    """Steps first..trainer.steps, with their metrics, evaluations and checkpoints; returns each step's sync
+    parity."""
     cfg, gaps = s.cfg, []
-    log = MetricsLog(run_dir, cfg.trainer.steps)
     for step in range(first, cfg.trainer.steps + 1):
         t_wall = time.perf_counter()
         try:
-            metrics = {"step": step, **rl_step(s, collector, step)}
+            metrics = {"step": step, **rl_step(s, collector, step, out.samples)}
         except EngineLost as e:
-            raise checkpoint_lost_run(s, collector, run_dir, step, e) from e
+            raise checkpoint_lost_run(s, collector, out.run_dir, step, e) from e
         metrics["time/wall"] = time.perf_counter() - t_wall
         if step > 1 and metrics["rollout/staleness"] == 0:  # the forward ran on the weights the engines received
             gaps.append(metrics["rollout/logprob_abs_diff_max"])
-        log.write(metrics)
+        if evaluates_at(cfg, step):
+            metrics |= run_evals(s.pool, s.eval_sets, cfg, step, out.run_dir)
+        out.metrics.write(metrics)
         if cfg.run.save_every and step % cfg.run.save_every == 0:
-            save_train_state(run_dir, step, s.trainer, s.tokenizer, collector.resume_cursor(), cfg.run.keep_last)
+            save_train_state(out.run_dir, step, s.trainer, s.tokenizer, collector.resume_cursor(), cfg.run.keep_last)
     return gaps
+
+
+def evaluates_at(cfg: Config, step: int) -> bool:
+    """Every eval.every steps, and after the last one (run.eval_after)."""
+    if not cfg.eval.sets:
+        return False
+    return bool(cfg.eval.every and step % cfg.eval.every == 0) or (step == cfg.trainer.steps and cfg.run.eval_after)
 
 
 def checkpoint_lost_run(s: Session, collector: Collector, run_dir: Path, step: int, e: EngineLost) -> EngineLost:
@@ -166,9 +213,24 @@ def finish(s: Session, run_dir: Path, gaps: list[float], summary: dict) -> None:
     summary["sync_max_abs_logprob_diff"] = max(gaps) if gaps else None
     if cfg.run.eval_after:
         summary["final_accuracy"] = heldout_accuracy(s.pool, s.eval, cfg)
-        print(f"held-out accuracy after training: {summary['final_accuracy']:.3f}", flush=True)
+        say(f"held-out accuracy after training: {summary['final_accuracy']:.3f}")
+    summary["eval"] = eval_table(s.cfg, summary.get("run_dir"))
     if cfg.run.save_checkpoint:
         summary["checkpoint"] = str(save_policy(s.trainer, s.tokenizer, run_dir / "checkpoint"))
+
+
+def eval_table(cfg: Config, run_dir: str | None) -> dict:
+    """The eval figures of the run by step, from metrics.jsonl ({"0": {"heldout/pass@1": ...}, "40": ...}), also
+    printed as a table: one row per figure, one column per evaluated step."""
+    lines = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()] if run_dir else []
+    table = {str(m["step"]): {k.removeprefix("eval/"): v for k, v in m.items() if k.startswith("eval/")}
+             for m in lines if any(k.startswith("eval/") for k in m)}
+    if table:
+        steps = list(table)
+        say("eval figures by step: " + "  ".join(f"{'step ' + st:>10}" for st in steps))
+        for fig in table[steps[-1]]:
+            say(f"  {fig:<28} " + "  ".join(f"{table[st].get(fig, float('nan')):>10.3f}" for st in steps))
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import time
 import ray
 
 from rollout.engine import create_engine, generate_groups, install_capture, sampling_params, weight_version
+from rollout.logfile import log_to_file
 from rollout.types import EngineSpec, RolloutGroup, Sampling
 
 logger = logging.getLogger(__name__)
@@ -19,6 +20,7 @@ logger = logging.getLogger(__name__)
 class RolloutWorker:
     def __init__(self, spec: EngineSpec, rank: int, capture_routing_top_k: int = 0, version: int = 0):
         """`version`: the weight version the engine starts at (the step of the checkpoint it loads)."""
+        log_to_file(f"engine-{rank}")  # a quiet run keeps vLLM's output in the run's logs/
         self.rank = rank
         self.llm = create_engine(spec)
         self.llm.update_weight_version(str(version))

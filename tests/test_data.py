@@ -38,7 +38,7 @@ def test_question_or_prompt_column_and_numeric_answer(tmp_path):
 
 
 def test_missing_answer_column(tmp_path):
-    with pytest.raises(DatasetError, match="'answer' column"):
+    with pytest.raises(DatasetError, match="row 0, key 'answer': has no 'answer'"):
         load_prompts(write_jsonl(tmp_path / "d.jsonl", [{"question": "q"}]))
 
 
@@ -71,3 +71,35 @@ def test_sampler_covers_each_epoch_once_and_resumes():
     s2 = EpochSampler(10, seed=3)
     s2.load_state_dict(state)
     assert s2.next(7) == nxt
+
+
+def test_procedural_split_from_reasoning_gym_and_its_verifier():
+    from rewards import get_verifier
+
+    rows = load_prompts("reasoning_gym:countdown?size=3&seed=5&min_numbers=2&max_numbers=2")
+    again = load_prompts("reasoning_gym:countdown?size=3&seed=5&min_numbers=2&max_numbers=2")
+    other = load_prompts("reasoning_gym:countdown?size=3&seed=6&min_numbers=2&max_numbers=2")
+    assert [r.question for r in rows] == [r.question for r in again] != [r.question for r in other]
+    row = rows[0]
+    assert row.data_source == "countdown" and row.metadata["task"] == "countdown"
+    verify = get_verifier("reasoning_gym")
+    assert verify(f"x </think> <answer> {row.answer} </answer>", row.answer, **row.metadata).status == "ok"
+    assert verify("x </think> <answer> 1 </answer>", row.answer, **row.metadata).score < 1
+    assert verify("no tags", row.answer, **row.metadata).status == "no_answer"
+    with pytest.raises(DatasetError, match="size=N&seed=S"):
+        load_prompts("reasoning_gym:countdown?size=3")
+    with pytest.raises(DatasetError, match="cannot build it"):
+        load_prompts("reasoning_gym:no_such_task?size=3&seed=1")
+
+
+def test_procedural_eval_cannot_share_the_training_seed():
+    from rl.config import load_config
+    from rl.errors import ConfigError
+    from rl.run.session import load_data
+    from rl.trainer.policy import load_tokenizer
+
+    cfg = load_config("configs/tiny-countdown.yaml", ["eval.sets={}",
+                      "data.eval=reasoning_gym:countdown?size=4&seed=1&min_numbers=2&max_numbers=2",
+                      "data.train=reasoning_gym:countdown?size=4&seed=1&min_numbers=2&max_numbers=2"])
+    with pytest.raises(ConfigError, match="data.eval .* uses the training split's seed"):
+        load_data(cfg, load_tokenizer("models/tiny-moe-base"), trainable=True)

@@ -26,7 +26,7 @@ from rl.trainer.update import policy_step
 pytestmark = pytest.mark.engines
 
 SMALL = ["trainer.prompts_per_step=4", "rollout.n=4", "data.eval_size=16", "rollout.max_new_tokens=48",
-         "trainer.micro_batch_size=8"]
+         "trainer.micro_batch_size=8", "eval.sets.heldout.size=16"]
 PARITY_TOL = 1e-3
 
 
@@ -88,8 +88,11 @@ def test_short_training_run_writes_everything(tmp_path):
     cfg = load_config("configs/tiny.yaml", SMALL + ["trainer.steps=3", f"run.dir={run_dir}"])
     summary = train(cfg)
 
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in lines] == [1, 2, 3]
+    logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in logged] == [0, 1, 2, 3]  # step 0: the evaluation before training
+    lines = logged[1:]
+    assert logged[0]["eval/heldout/pass@4"] >= logged[0]["eval/heldout/pass@1"] and "reward/mean" not in logged[0]
+    assert "eval/heldout/greedy" in lines[-1] and "eval/heldout/greedy" not in lines[0]  # and after the last step
     for m in lines:
         assert 0.0 <= m["reward/accuracy"] <= 1.0 and 0.0 <= m["reward/format"] <= 1.0
         assert 0.0 <= m["reward/mean"] <= 1.1
@@ -108,6 +111,7 @@ def test_short_training_run_writes_everything(tmp_path):
     saved = json.loads((run_dir / "summary.json").read_text())
     assert saved == json.loads(json.dumps(summary))
     assert saved["steps"] == 3 and saved["eval_problems"] == 16
+    assert set(saved["eval"]) == {"0", "3"} and 0 <= saved["eval"]["3"]["heldout/mean@4"] <= 1
     assert 0.0 <= saved["base_accuracy"] <= 1.0 and 0.0 <= saved["final_accuracy"] <= 1.0
     assert saved["sync_max_abs_logprob_diff"] < PARITY_TOL
     assert (run_dir / "config.yaml").read_text().count("prompts_per_step: 4") == 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 RL = Path(__file__).parent.parent / "rl"
 TOP_LEVEL = {"__init__.py", "train.py", "evaluate.py", "config.py", "errors.py", "registry.py", "families.py"}
-STAGES = {"data", "collect", "batch", "objectives", "trainer", "sync", "run", "tasks"}
+STAGES = {"data", "collect", "batch", "objectives", "trainer", "sync", "eval", "run", "tasks"}
 
 
 def test_rl_is_stage_folders_and_entry_points():

@@ -1,7 +1,8 @@
-"""Loads prompt rows through `datasets` (local JSONL/Parquet, or a hub name) and applies the template.
+"""Loads prompt rows through `datasets` (local JSONL/Parquet, a hub name, or a procedural task) and renders them.
 
-Row schema: `prompt` or `question` (str, required), `answer` (str or number, required),
-`metadata` (dict, optional; passed to the verifiers as keyword arguments).
+A row's columns are read by its dataset's format (rl/data/formats.py: purerl, verl, gsm8k, math,
+conversational); a bad row stops with the file, the row index and the key. Prompts are rendered by
+rl/data/templates.py.
 """
 
 from __future__ import annotations
@@ -10,17 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rl.data.formats import FORMATS, RowError
+from rl.data.templates import render, token_ids
 from rl.errors import UserError
-
-# DeepSeek-R1-Zero's template (DeepSeek-AI 2025, Table 1). The prompt ends inside the think block,
-# so a completion is "reasoning </think> <answer> x </answer>".
-R1_ZERO_TEMPLATE = (
-    "A conversation between User and Assistant. The User asks a question, and the Assistant solves it. "
-    "The Assistant first thinks about the reasoning process in the mind and then provides the User with "
-    "the answer. The reasoning process is enclosed within <think> </think> and the answer is enclosed "
-    "within <answer> </answer> tags, respectively, i.e., <think> reasoning process here </think> "
-    "<answer> answer here </answer>. User: {question} Assistant: <think>"
-)
 
 
 class DatasetError(UserError):
@@ -31,9 +24,23 @@ class DatasetError(UserError):
 class PromptRow:
     index: int
     """Position in the source dataset (the data ledger records it)."""
-    question: str
+    prompt: str | list[dict[str, str]]
+    """Text, or chat messages [{role, content}, ...]."""
     answer: str
+    """The reference handed to the verifiers."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the verifiers."""
+    data_source: str = "default"
+    """Selects the row's reward terms (reward.sources) and splits the metrics per source."""
+    info: dict[str, Any] = field(default_factory=dict)
+    """Kept with the row (verl's extra_info, a GSM8K solution), never passed to a verifier."""
+
+    @property
+    def question(self) -> str:
+        """The prompt as text: itself, or the last user message."""
+        from rl.data.templates import question_of
+
+        return question_of(self.prompt)
 
 
 @dataclass(frozen=True)
@@ -61,17 +68,15 @@ class PromptSet:
         return {r.index: r for r in self.rows}
 
 
-def encode(rows: list[PromptRow], tokenizer, template: str) -> PromptSet:
-    """Renders each row's question with the template and tokenizes it."""
-    return PromptSet(rows, [tokenizer(apply_template(r.question, template))["input_ids"] for r in rows])
+def encode(rows: list[PromptRow], tokenizer, template: str, system_prompt: str = "") -> PromptSet:
+    """Renders each row's prompt with the template and tokenizes it."""
+    return PromptSet(rows, [token_ids(render(r.prompt, template, tokenizer, system_prompt), template, tokenizer)
+                            for r in rows])
 
 
 def apply_template(question: str, template: str) -> str:
-    if template == "r1_zero":
-        return R1_ZERO_TEMPLATE.format(question=question)
-    if template == "none":
-        return question
-    raise DatasetError(f"unknown template {template!r}; valid: r1_zero, none")
+    """The text of a plain question under a text template (the ones that need no tokenizer)."""
+    return render(question, template, None)
 
 
 def _read(source: str, split: str):
@@ -98,28 +103,28 @@ def _read(source: str, split: str):
         ) from e
 
 
-def _row(i: int, raw: dict[str, Any], source: str) -> PromptRow:
-    question = raw.get("prompt", raw.get("question"))
-    if not isinstance(question, str) or not question.strip():
-        raise DatasetError(f"{source}: row {i} has no non-empty 'prompt' or 'question' string: {raw!r:.200}")
-    answer = raw.get("answer")
-    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)) or str(answer).strip() == "":
-        raise DatasetError(f"{source}: row {i} has no usable 'answer' (str or number): {raw!r:.200}")
-    metadata = raw.get("metadata") or {}
-    if not isinstance(metadata, dict):
-        raise DatasetError(f"{source}: row {i} 'metadata' must be a mapping, got {type(metadata).__name__}")
-    return PromptRow(index=i, question=question, answer=str(answer), metadata=dict(metadata))
+def load_prompts(source: str, split: str = "train", limit: int | None = None, format: str = "purerl",
+                 keys: dict[str, str] | None = None) -> list[PromptRow]:
+    """All rows of `source` (or the first `limit`) read by `format`, checked; a bad row stops with its index and
+    key. `source` may be a procedural task, `reasoning_gym:<task>?size=N&seed=S` (rl/data/procedural.py)."""
+    from rl.data.procedural import is_procedural, procedural_rows
 
-
-def load_prompts(source: str, split: str = "train", limit: int | None = None) -> list[PromptRow]:
-    """All rows of `source` (or the first `limit`), checked; a bad row stops with its index."""
+    if is_procedural(source):
+        rows = procedural_rows(source)
+        return rows if limit is None else rows[:limit]
+    if format not in FORMATS:
+        raise DatasetError(f"{source}: unknown data format {format!r}; valid: {', '.join(FORMATS.names())}")
     ds = _read(source, split)
-    columns = set(ds.column_names)
-    if not columns & {"prompt", "question"} or "answer" not in columns:
-        raise DatasetError(
-            f"{source}: needs a 'prompt' (or 'question') column and an 'answer' column; has {sorted(columns)}"
-        )
     if len(ds) == 0:
         raise DatasetError(f"{source}: dataset is empty")
     n = len(ds) if limit is None else min(limit, len(ds))
-    return [_row(i, ds[i], source) for i in range(n)]
+    read, keys = FORMATS.get(format), dict(keys or {})
+    return [_row(i, ds[i], source, read, keys) for i in range(n)]
+
+
+def _row(i: int, raw: dict[str, Any], source: str, read, keys: dict[str, str]) -> PromptRow:
+    try:
+        f = read(raw, keys)
+    except RowError as e:
+        raise DatasetError(f"{source}: row {i}, key '{e.key}': {e} (row: {raw!r:.200})") from None
+    return PromptRow(i, f.prompt, f.answer, f.metadata, f.data_source, f.info)

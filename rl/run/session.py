@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 from rl.config import Config
 from rl.data import PromptSet, encode, load_prompts
+from rl.data.procedural import seed_of
 from rl.errors import ConfigError
 from rl.run.placement import Plan, actor_options, plan, reserve
 from rl.sync.weights import make_sender
 from rl.trainer.policy import load_tokenizer, resolve_model_path
 from rl.trainer.rank import Trainer
+from rollout.logfile import LOG_DIR_ENV
 from rollout.pool import RolloutPool
 from rollout.types import EngineSpec
 
@@ -28,15 +30,18 @@ def init_ray(cfg: Config) -> None:
         return
     env = {"env_vars": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
                         "TOKENIZERS_PARALLELISM": "false"}}
+    if os.environ.get(LOG_DIR_ENV):  # a quiet run: every actor writes its output into the run's logs/
+        env["env_vars"][LOG_DIR_ENV] = os.environ[LOG_DIR_ENV]
+    verbose = cfg.log.verbose
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=verbose)
     else:
         # Logical CPUs only: the engines and the trainer take turns on the same cores.
         r, t = cfg.rollout, cfg.trainer
         need = math.ceil(r.num_engines * r.engine_cpus + (t.ranks * t.rank_cpus if t.ranks > 1 else 0)) + 1
         # address="local": a private instance, even when `make ray-up` left a head running on this machine
         ray.init(address="local", num_cpus=max(need, os.cpu_count() or 1), include_dashboard=False, runtime_env=env,
-                 log_to_driver=True)
+                 log_to_driver=verbose)
 
 
 @dataclass
@@ -45,7 +50,8 @@ class Session:
     model_path: str
     tokenizer: object
     train: PromptSet  # empty for an evaluation-only session
-    eval: PromptSet
+    eval: PromptSet  # data.eval: base_accuracy / final_accuracy
+    eval_sets: dict[str, PromptSet]  # eval.sets, by name
     pool: RolloutPool
     trainer: object | None = None  # rl.trainer.rank.Trainer (trainer.ranks=1) or rl.trainer.group.TrainerGroup
     placement: object | None = None
@@ -64,10 +70,8 @@ class Session:
         the reference model and the tokenizer always come from model.path."""
         model_path = resolve_model_path(cfg.model.path)
         tokenizer = load_tokenizer(model_path)
-        train = encode(load_prompts(cfg.data.train, cfg.data.split) if trainable else [], tokenizer, cfg.data.template)
-        held_out = encode(load_prompts(cfg.data.eval, cfg.data.split, limit=cfg.data.eval_size), tokenizer,
-                          cfg.data.template)
-        longest = max(len(x) for x in train.ids + held_out.ids)
+        train, held_out, eval_sets = load_data(cfg, tokenizer, trainable)
+        longest = max(len(x) for p in (train, held_out, *eval_sets.values()) for x in p.ids)
         backend = weight_transfer_backend(cfg)
         init_ray(cfg)
         r, t = cfg.rollout, cfg.trainer
@@ -78,7 +82,7 @@ class Session:
         spec = engine_spec(cfg, weights or model_path, longest, backend)
         pool = start_pool(cfg, spec, pg, p, trainer, version)
         sender = make_sender(cfg, trainer, pool, backend) if trainable else None
-        return cls(cfg, model_path, tokenizer, train, held_out, pool, trainer, pg, sender)
+        return cls(cfg, model_path, tokenizer, train, held_out, eval_sets, pool, trainer, pg, sender)
 
     def close(self) -> None:
         import ray
@@ -90,6 +94,23 @@ class Session:
         if self.placement is not None:
             remove_placement_group(self.placement)
         ray.shutdown()
+
+
+def load_data(cfg: Config, tokenizer, trainable: bool) -> tuple[PromptSet, PromptSet, dict[str, PromptSet]]:
+    """The training prompts, the held-out set and the eval sets, read by their formats and rendered by the
+    template. A procedural eval set may not share the training split's seed."""
+    d = cfg.data
+
+    def prompts(path: str, fmt: str, keys: dict, split: str, limit: int | None = None) -> PromptSet:
+        return encode(load_prompts(path, split, limit, fmt, keys), tokenizer, d.template, d.system_prompt)
+
+    train = prompts(d.train, d.format, d.keys, d.split) if trainable else PromptSet([], [])
+    held_out = prompts(d.eval, d.format, d.keys, d.split, d.eval_size)
+    sets = {name: prompts(e.path, e.format, e.keys, e.split, e.size) for name, e in cfg.eval.sets.items()}
+    for where, path in [("data.eval", d.eval), *((f"eval.sets.{n}.path", e.path) for n, e in cfg.eval.sets.items())]:
+        if trainable and seed_of(path) is not None and seed_of(path) == seed_of(d.train):
+            raise ConfigError(f"{path} uses the training split's seed: its problems would be trained on", where)
+    return train, held_out, sets
 
 
 def start_trainer(cfg: Config, policy_path: str, reference_path: str, pg, p: Plan):

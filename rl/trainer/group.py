@@ -19,6 +19,7 @@ from rl.batch.types import TrainBatch
 from rl.config import Config
 from rl.trainer.dist import shard_bounds
 from rl.trainer.update import UpdateResult
+from rollout.logfile import log_to_file
 
 
 @ray.remote
@@ -38,6 +39,7 @@ class TrainerRank:
 
         from rl.trainer.rank import Trainer
 
+        log_to_file(f"trainer-rank{rank}")  # a quiet run keeps this rank's output in the run's logs/
         torch.set_num_threads(self.threads)
         dist.init_process_group("gloo", init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world_size)
         self.rank = rank
