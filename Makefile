@@ -20,7 +20,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval plot test test-unit test-slow lint clean base-model bench bench-rewards bench-sync bench-trainer routing-gap ray-up ray-down submit
+.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-rewards bench-sync bench-trainer routing-gap ray-up ray-down submit
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -42,6 +42,10 @@ train: $(VENV)/.installed $(BASE_MODEL)/config.json
 eval: $(VENV)/.installed $(BASE_MODEL)/config.json
 	$(BIN)/python -m rl.evaluate --config $(CONFIG) $(if $(CKPT),--checkpoint $(CKPT)) $(ARGS)
 
+# Check and place a (GPU) run without a GPU or weights: the plan and each GPU's memory (rl/run/plan.py).
+plan: $(VENV)/.installed
+	$(BIN)/python -m rl.train --config $(CONFIG) --dry-run $(ARGS)
+
 # PNG curves of a run into RUN/plots (make train draws them at its end too).
 plot: $(VENV)/.installed
 	@test -n "$(RUN)" || { echo "make plot: set RUN=<run dir>, e.g. RUN=runs/20261203-120000" >&2; exit 2; }
@@ -53,6 +57,11 @@ test: $(VENV)/.installed $(BASE_MODEL)/config.json
 # The pure tests: no Ray, no vLLM engine (about a minute).
 test-unit: $(VENV)/.installed $(BASE_MODEL)/config.json
 	$(BIN)/python -m pytest -m "not slow and not engines" -q $(ARGS)
+
+# On a machine with CUDA GPUs and vLLM: tests/gpu/ (a short run with parity, separate and colocated; sleep and
+# wake; TP=2 with enough GPUs). Skipped, with the reason shown, anywhere else.
+test-gpu: $(VENV)/.installed $(BASE_MODEL)/config.json
+	$(BIN)/python -m pytest -q -rs tests/gpu $(ARGS)
 
 test-slow: $(VENV)/.installed $(BASE_MODEL)/config.json
 	$(BIN)/python -m pytest -m slow -q $(ARGS)

@@ -132,6 +132,11 @@ class RolloutConfig:
     capture_routing: bool = True
     """MoE policies: record the experts the engine routed every token to (hooks on the engine's routers), for
     moe/routing_agreement and moe.routing_replay=vllm."""
+    tensor_parallel_size: int = 1
+    """GPUs each engine shards its model over (GPU engines; rollout.num_engines is the data parallelism)."""
+    quantization: Literal["none", "fp8"] = "none"
+    """`fp8`: the engines run the policy in FP8 (GPU) while the trainer stays in bf16; the mismatch metrics and
+    algo.tis_cap correct for the gap."""
 
     def __post_init__(self):
         require(self.n >= 2, "n", "must be >= 2 (GRPO needs a group)")
@@ -143,6 +148,9 @@ class RolloutConfig:
         require(self.engine_gpus >= 0, "engine_gpus", "must be >= 0")
         require(self.engine_threads >= 0, "engine_threads", "must be >= 0 (0: rollout.engine_cpus)")
         require(self.max_engine_restarts >= 0, "max_engine_restarts", "must be >= 0")
+        require(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1")
+        require(self.engine_gpus in (0, self.tensor_parallel_size) or self.engine_gpus < 1, "engine_gpus",
+                f"must be 0 (CPU), a share of one GPU, or rollout.tensor_parallel_size={self.tensor_parallel_size}")
 
 
 @dataclass
@@ -296,7 +304,15 @@ class TrainerConfig:
     rank_cpus: float = 1.0
     """CPUs reserved by each trainer rank actor (also its torch threads unless trainer.threads is set)."""
     rank_gpus: float = 0.0
-    """GPUs reserved by each trainer rank actor (placement only: the trainer does not move the policy to a GPU yet)."""
+    """GPUs reserved by each trainer rank actor (1 on a GPU cluster; a share of one when colocated)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the trainer computes: `auto` is cuda when the rank has a GPU (trainer.rank_gpus > 0, or the driver
+    sees one with trainer.ranks=1), else cpu."""
+    mixed_precision: Literal["auto", "off", "bf16"] = "auto"
+    """`bf16`: compute in bf16 with fp32 master weights and fp32 gradient reductions (FSDP2's MixedPrecisionPolicy
+    under fsdp, autocast otherwise), and the engines in bf16. `auto`: bf16 on cuda, off on cpu."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward instead of keeping them."""
 
     def __post_init__(self):
         require(self.steps >= 0, "steps", "must be >= 0")
@@ -320,9 +336,19 @@ class ClusterConfig:
     """Ray placement strategy of the bundles; SPREAD puts engines and ranks on different nodes where it can."""
     timeout_s: float = 120.0
     """How long to wait for the placement, or for a restarted engine, before failing with what is missing."""
+    declared: str = ""
+    """The GPU cluster the planner (--dry-run) places the run on, `<nodes>x<gpus per node>x<GPU>-<memory>GB` (e.g.
+    2x8xH100-80GB); empty: the running Ray cluster's."""
 
     def __post_init__(self):
         require(self.timeout_s > 0, "timeout_s", "must be > 0")
+        if self.declared:
+            from rl.run.plan import PlanError, parse_cluster
+
+            try:
+                parse_cluster(self.declared)
+            except PlanError as e:
+                require(False, "declared", str(e).removeprefix("cluster.declared "))
 
 
 @dataclass
@@ -441,8 +467,13 @@ class Config:
                 "=trainer needs algo.old_logprobs=trainer (that forward records the routing)")
         require((a.mini_batch_size or t.prompts_per_step * r.n) >= t.ranks, "algo.mini_batch_size",
                 "(or the whole batch) must be >= trainer.ranks: every trainer rank needs rows")
-        require(not self.cluster.colocate or t.ranks > 1, "cluster.colocate",
-                "needs trainer.ranks > 1 (a single rank trains in the driver process, outside the cluster)")
+        require(not (self.cluster.colocate and r.async_), "cluster.colocate",
+                "cannot go with rollout.async: colocated engines sleep while the trainer works")
+        require(r.quantization == "none" or r.engine_gpus > 0, "rollout.quantization",
+                "=fp8 needs engines on GPUs (rollout.engine_gpus > 0)")
+        require(not self.cluster.colocate or t.ranks > 1 or t.rank_gpus > 0, "cluster.colocate",
+                "needs trainer.ranks > 1, or a trainer on a GPU (trainer.rank_gpus > 0: one rank in the driver "
+                "shares engine 0's GPU)")
 
 
 

@@ -25,12 +25,13 @@ from rl.eval.run import run_evals
 from rl.evaluate import heldout_accuracy
 from rl.objectives.mismatch import mismatch_metrics
 from rl.run.console import say, third_party_to
+from rl.run.dry_run import dry_run
 from rl.run.outputs import MetricsLog, SampleLog, make_run_dir, write_summary
 from rl.run.placement import PlacementError
 from rl.run.plot import plot_run
 from rl.run.resume import keep_metrics_through, resume_point
 from rl.run.session import Session
-from rl.sync.weights import sync_weights
+from rl.sync.weights import sync_weights, trainer_turn
 from rl.trainer.checkpoint import checkpoint_step, load_train_state, save_policy, save_train_state
 from rl.trainer.update import UpdateResult
 from rollout.pool import EngineLost
@@ -44,15 +45,16 @@ def rl_step(s: Session, collector: Collector, step: int, samples: SampleLog | No
     if samples is not None:
         samples.write(step, collected.groups, collected.scored)
     t = time.perf_counter()
-    tokens = build_tokens(collected.groups, s.tokenizer.pad_token_id)
-    forwards = trainer_forwards(s.trainer, tokens, cfg)
-    batch, shaping = prepare_batch(collected.scored, tokens, forwards, cfg)
-    result = s.trainer.update(batch)
+    with trainer_turn(s.pool, cfg.cluster.colocate):  # colocated engines sleep while the trainer works
+        tokens = build_tokens(collected.groups, s.tokenizer.pad_token_id)
+        forwards = trainer_forwards(s.trainer, tokens, cfg)
+        batch, shaping = prepare_batch(collected.scored, tokens, forwards, cfg)
+        result = s.trainer.update(batch)
     gap = pre_update_gap(batch, result, cfg)
     train_s = time.perf_counter() - t
     collector.commit()
     collector.settle()  # rollout.async: the engines finish the next round before they load new weights
-    sync = sync_weights(s.sender, s.pool, s.trainer, step)
+    sync = sync_weights(s.sender, s.pool, s.trainer, step, cfg.cluster.colocate)
     # time/train covers the reference, old-logprob recompute, forward/backward and optimizer
     times = {"time/generate": collected.generate_s, "time/reward": collected.reward_s, "time/train": train_s,
              "time/sync": sync["time/sync"]}
@@ -236,6 +238,8 @@ def eval_table(cfg: Config, run_dir: str | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", default="configs/tiny.yaml")
+    p.add_argument("--dry-run", action="store_true", help="check and place the run and print each GPU's memory, "
+                   "with no GPU and no weights (rl/run/plan.py)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rollout.n=16 trainer.lr=1e-5")
     args = p.parse_args(argv)
     try:
@@ -244,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
     try:
-        train(cfg)
+        dry_run(cfg) if args.dry_run else train(cfg)
     except UserError as e:  # a bad dataset, model path, run dir or name: the message says what; a bug keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -27,6 +27,12 @@ def create_engine(spec: EngineSpec):
     from vllm import LLM
 
     register()  # the `purerl` backend, before the engine looks its backend up
+    gpu_only = {}  # on CPU, vLLM refuses sleep mode and has no Model Runner V2
+    if spec.sleep_mode:
+        gpu_only["enable_sleep_mode"] = True
+    if spec.native_routing:
+        os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "1")
+        gpu_only["enable_return_routed_experts"] = True
     return LLM(
         model=spec.model_path,
         dtype=spec.dtype,
@@ -34,9 +40,14 @@ def create_engine(spec: EngineSpec):
         enforce_eager=spec.enforce_eager,
         max_model_len=spec.max_model_len,
         gpu_memory_utilization=spec.gpu_memory_utilization,
-        enable_prefix_caching=False,  # reused KV from before a weight update would be stale
+        tensor_parallel_size=spec.tensor_parallel_size,
+        quantization=spec.quantization,
+        # reused KV from before a weight update would be stale; vLLM's routed-experts capture needs it on, and
+        # the actor resets it after every sync
+        enable_prefix_caching=spec.native_routing,
         weight_transfer_config={"backend": spec.weight_transfer},
         worker_extension_cls=EXTENSION,
+        **gpu_only,
     )
 
 
@@ -70,12 +81,22 @@ def generate_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[int],
         group = RolloutGroup(prompt_index=idx, prompt_ids=list(ids), weight_version=version)
         for c in out.outputs:
             lps = [step[tok].logprob for step, tok in zip(c.logprobs, c.token_ids)]
-            experts = routing.get((out.request_id, c.index))
-            if experts is not None and experts.shape[0] != len(ids) + len(c.token_ids) - 1:
+            fed = len(ids) + len(c.token_ids) - 1
+            experts = routing.get((out.request_id, c.index)) if routing else native_routing(c, fed)
+            if experts is not None and experts.shape[0] != fed:
                 experts = None  # e.g. a preempted and recomputed request: its rows do not line up
             group.completions.append(Completion(list(c.token_ids), c.text, lps, c.finish_reason or "length", experts))
         groups.append(group)
     return groups
+
+
+def native_routing(completion, fed: int):
+    """vLLM's own record of the experts (Model Runner V2, `enable_return_routed_experts`), as the hooks file it:
+    the `fed` tokens' rows (layers, k) int16; None where the engine returns none. Not run on a GPU yet."""
+    import torch
+
+    found = getattr(completion, "routed_experts", None)
+    return None if found is None else torch.as_tensor(found[:fed]).to(torch.int16)
 
 
 def install_capture(llm, top_k: int) -> int:

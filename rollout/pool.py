@@ -69,6 +69,7 @@ class RolloutPool:
         self.load_s = 0.0  # the slowest engine's load in the last sync
         self._lost: list[tuple[int, Exception, str]] = []  # engines found dead during the sync in progress
         self._starting = False  # a sync is open and its engines' start_weight_update has not run yet
+        self.sleeps = 0  # times the colocated engines slept for the trainer
 
     def _start(self, rank: int):
         return RolloutWorker.options(**self.options[rank]).remote(self.spec, rank, self.capture_routing_top_k,
@@ -104,6 +105,17 @@ class RolloutPool:
     def generate(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: Sampling) -> list[RolloutGroup]:
         """One group per prompt, in the order given."""
         return self.wait(self.submit(prompt_ids, prompt_indices, sampling))
+
+    def sleep(self, level: int = 1) -> None:
+        """Colocated engines free their GPU memory for the trainer (vLLM's sleep mode)."""
+        self._each("sleep", {s: (level,) for s in self.live()})
+        self.sleeps += 1
+        self._settle_losses()
+
+    def wake_up(self, tags: list[str]) -> None:
+        """`["weights"]` before a sync (the weights must be in place to be loaded), `["kv_cache"]` after it."""
+        self._each("wake_up", {s: (tags,) for s in self.live()})
+        self._settle_losses()
 
     # ---- vLLM's weight-sync client (VLLMWeightSyncClient): each call fans out to the live engines
 

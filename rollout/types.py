@@ -20,6 +20,10 @@ class EngineSpec:
     max_model_len: int = 256
     threads: int = 0  # > 0: the CPU threads it computes with
     weight_transfer: str = "purerl"  # vLLM weight-transfer backend: `purerl` (CPU), `nccl`, `ipc`, ...
+    tensor_parallel_size: int = 1
+    quantization: str | None = None  # "fp8": the engine runs the policy in FP8 (GPU)
+    sleep_mode: bool = False  # vLLM's sleep mode, for engines colocated with the trainer (GPU)
+    native_routing: bool = False  # vLLM returns the routed experts itself (Model Runner V2, GPU)
 
 
 @dataclass(frozen=True)

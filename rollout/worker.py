@@ -24,7 +24,7 @@ class RolloutWorker:
         self.rank = rank
         self.llm = create_engine(spec)
         self.llm.update_weight_version(str(version))
-        self.capture = capture_routing_top_k > 0
+        self.capture = capture_routing_top_k > 0 and not spec.native_routing  # vLLM's own capture needs no hooks
         if self.capture and install_capture(self.llm, capture_routing_top_k) == 0:
             logger.warning("rollout.capture_routing: no router modules found in the engine's model; capture is off")
             self.capture = False
@@ -34,6 +34,14 @@ class RolloutWorker:
         for g in groups:
             g.engine = self.rank
         return groups
+
+    def sleep(self, level: int) -> None:
+        """vLLM's sleep mode: level 1 moves the weights off the GPU and drops the KV cache while the colocated
+        trainer works (on CPU vLLM ignores it, with a warning)."""
+        self.llm.sleep(level=level)
+
+    def wake_up(self, tags: list[str]) -> None:
+        self.llm.wake_up(tags=tags)
 
     def init_weight_transfer_engine(self, init_info: dict) -> None:
         self.llm.init_weight_transfer_engine({"init_info": init_info})

@@ -52,6 +52,9 @@ def test_two_ranks_train_like_one_rank(sharding):
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         group = TrainerGroup(cfg, MODEL, MODEL, [{"num_cpus": 1}] * 2)
+        # under FSDP only rank 0 reads the weights; rank 1 starts on the meta device and gets its shards by broadcast
+        sources = [ray.get(r.call.remote("__getattribute__", "weights_from")) for r in group.ranks]
+        assert sources == (["disk", "rank 0"] if sharding == "fsdp" else ["disk", "disk"])
         # rows split over ranks (7 + 6 under FSDP: the short shard is padded); compared on the scored tokens, as
         # positions past a row's end hold pad-token values that depend on the micro-batch grouping
         ref2, _ = group.logprobs(odd.input_ids, odd.attention_mask, "reference")

@@ -7,6 +7,7 @@ where L is the padded length of prompt + response.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,13 @@ class TrainBatch:
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+    def to(self, device: torch.device) -> TrainBatch:
+        """The same batch on `device` (itself when it is there already)."""
+        if self.input_ids.device == device:
+            return self
+        return TrainBatch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                             for f in dataclasses.fields(self)})
 
     def slice(self, start: int, end: int) -> TrainBatch:
         """Rows [start, end), trimmed to the longest sequence they hold."""

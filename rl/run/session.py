@@ -137,10 +137,15 @@ def weight_transfer_backend(cfg: Config) -> str:
 
 
 def engine_spec(cfg: Config, weights: str, longest_prompt: int, backend: str) -> EngineSpec:
-    r = cfg.rollout
-    return EngineSpec(weights, dtype=cfg.model.dtype, seed=r.seed, enforce_eager=r.enforce_eager,
-                      kv_cache_gib=r.kv_cache_gib, gpu_memory_utilization=r.gpu_memory_utilization,
-                      max_model_len=longest_prompt + r.max_new_tokens, threads=r.engine_threads, weight_transfer=backend)
+    """How each engine starts. On GPUs: bf16 under the trainer's mixed precision, vLLM's sleep mode when colocated
+    with the trainer, its own routed-experts capture, FP8 when asked."""
+    r, gpu = cfg.rollout, cfg.rollout.engine_gpus > 0
+    dtype = "bfloat16" if gpu and cfg.trainer.mixed_precision != "off" else cfg.model.dtype
+    return EngineSpec(weights, dtype=dtype, seed=r.seed, enforce_eager=r.enforce_eager, kv_cache_gib=r.kv_cache_gib,
+                      gpu_memory_utilization=r.gpu_memory_utilization, max_model_len=longest_prompt + r.max_new_tokens,
+                      threads=r.engine_threads, weight_transfer=backend, tensor_parallel_size=r.tensor_parallel_size,
+                      quantization="fp8" if r.quantization == "fp8" else None, sleep_mode=gpu and cfg.cluster.colocate,
+                      native_routing=gpu and r.capture_routing)
 
 
 def start_pool(cfg: Config, spec: EngineSpec, pg, p: Plan, trainer, version: int) -> RolloutPool:

@@ -4,6 +4,8 @@ lifecycle, driven by the backend's trainer engine (`purerl` on CPU; vLLM's `nccl
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rl.config import Config
 from rl.errors import ConfigError
@@ -47,12 +49,25 @@ def _module_source(model):
     return ModuleSource(model)
 
 
-def sync_weights(sender, pool, trainer, version: int) -> dict[str, float]:
-    """Pushes the trainer's weights into the pool's live engines as weight version `version`; returns the
-    sync metrics."""
+@contextmanager
+def trainer_turn(pool, colocated: bool) -> Iterator[None]:
+    """Colocated engines sleep while the trainer works (vLLM's sleep mode, level 1: weights off the GPU, KV cache
+    dropped), and get their weights back before the sync. A no-op for engines of their own."""
+    if colocated:
+        pool.sleep(1)
+    yield
+    if colocated:
+        pool.wake_up(["weights"])
+
+
+def sync_weights(sender, pool, trainer, version: int, colocated: bool = False) -> dict[str, float]:
+    """Pushes the trainer's weights into the pool's live engines as weight version `version` (colocated engines
+    then get their KV cache back); returns the sync metrics."""
     t = time.perf_counter()
     pool.next_version = version
     sender.send_weights()
+    if colocated:
+        pool.wake_up(["kv_cache"])
     seconds = time.perf_counter() - t
     moved = trainer.weight_bytes() * len(pool.live())  # bytes from the trainer to the engines
     return {

@@ -76,8 +76,10 @@ def _aux_loss_fn(model):
 @torch.no_grad()
 def batched_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float,
                      micro_batch_size: int, pack: bool = False) -> torch.Tensor:
-    """token_logprobs without gradients, in micro-batches; (B, L-1)."""
+    """token_logprobs without gradients, in micro-batches on the model's device; (B, L-1) on the CPU."""
     out = torch.zeros(input_ids.shape[0], input_ids.shape[1] - 1)
+    device = next(model.parameters()).device
     for s, e, w in micro_slices(attention_mask, micro_batch_size):  # each trimmed to the padding it needs
-        out[s:e, : w - 1] = token_logprobs(model, input_ids[s:e, :w], attention_mask[s:e, :w], temperature, pack=pack).logps
+        ids, mask = input_ids[s:e, :w].to(device), attention_mask[s:e, :w].to(device)
+        out[s:e, : w - 1] = token_logprobs(model, ids, mask, temperature, pack=pack).logps.float().cpu()
     return out

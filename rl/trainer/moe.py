@@ -144,11 +144,12 @@ def logprobs_and_routing(model, input_ids: Tensor, attention_mask: Tensor, tempe
 
     B, L = input_ids.shape
     logps = torch.zeros(B, L - 1)
-    experts = None
+    experts, device = None, next(model.parameters()).device
     for s, e, w in micro_slices(attention_mask, micro_batch_size):
+        ids, mask = input_ids[s:e, :w].to(device), attention_mask[s:e, :w].to(device)
         with RoutingHooks(model, (e - s, w)) as rec:
-            logps[s:e, : w - 1] = token_logprobs(model, input_ids[s:e, :w], attention_mask[s:e, :w], temperature).logps
-        got = rec.experts()
+            logps[s:e, : w - 1] = token_logprobs(model, ids, mask, temperature).logps.float().cpu()
+        got = rec.experts().cpu()
         if experts is None:
             experts = torch.zeros(B, L, got.shape[2], got.shape[3], dtype=torch.long)
         experts[s:e, :w] = got

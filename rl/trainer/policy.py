@@ -41,6 +41,23 @@ def load_policy(path: str, dtype: str, trainable: bool = True, experts: str = "p
 
     register()
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), experts_implementation=experts)
+    return _mode(model, trainable)
+
+
+def empty_policy(path: str, dtype: str, trainable: bool = True, experts: str = "purerl"):
+    """The model of `path` on the meta device, with no weights read (its shards come from rank 0)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from rl.trainer.experts import register
+
+    register()
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=getattr(torch, dtype),
+                                                 experts_implementation=experts)
+    return _mode(model, trainable)
+
+
+def _mode(model, trainable: bool):
     model.train(trainable)
     if not trainable:
         model.requires_grad_(False)

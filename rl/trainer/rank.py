@@ -14,12 +14,13 @@ from rl.config import Config
 from rl.errors import UserError
 from rl.families import top_k_of
 from rl.sync.parity import max_logprob_gap
-from rl.trainer.dist import full_state, shard_model, world
+from rl.trainer.device import autocast, compute_dtype, trainer_device
+from rl.trainer.dist import full_state, load_sharded, world
 from rl.trainer.export import checkpoint_tensors
 from rl.trainer.forward import batched_logprobs
 from rl.trainer.moe import freeze_router, logprobs_and_routing
 from rl.trainer.optim import make_optimizer
-from rl.trainer.policy import load_policy
+from rl.trainer.policy import empty_policy, load_policy
 from rl.trainer.update import UpdateResult, update
 from rollout.transport import PackedWeights, pack_tensors
 from rollout.types import RolloutGroup
@@ -34,18 +35,29 @@ class Trainer:
         torch.manual_seed(cfg.trainer.seed)
         if cfg.trainer.threads:
             torch.set_num_threads(cfg.trainer.threads)
-        self.policy = load_policy(policy_path, cfg.model.dtype, experts=cfg.model.experts_implementation)
-        if cfg.moe.freeze_router:
-            freeze_router(self.policy)
-        self.reference = load_policy(reference_path, cfg.model.dtype, trainable=False,
-                                     experts=cfg.model.experts_implementation) if cfg.algo.kl_coef > 0 else None
-        self._weight_bytes = sum(t.numel() * t.element_size() for t in self.policy.state_dict().values())
+        self.device = trainer_device(cfg)
+        self.dtype = compute_dtype(cfg, self.device)  # bf16 under mixed precision, else None
         self.sharded = cfg.trainer.sharding == "fsdp" and world()[1] > 1  # one rank (validated): never sharded
-        if self.sharded:
-            for net in (self.policy, self.reference):
-                if net is not None:
-                    shard_model(net)
+        self.policy = self._load(policy_path, trainable=True)
+        self.reference = self._load(reference_path, trainable=False) if cfg.algo.kl_coef > 0 else None
+        self._weight_bytes = sum(t.numel() * t.element_size() for t in self.policy.state_dict().values())
         self.optim = make_optimizer(self.policy, cfg.trainer)
+
+    def _load(self, path: str, trainable: bool):
+        """The policy or the reference on this rank's device: whole, or (FSDP) read by rank 0 only and sharded;
+        routers frozen and decoder layers checkpointed as the config asks."""
+        c = self.cfg
+        args = (path, c.model.dtype, trainable, c.model.experts_implementation)
+        self.weights_from = "disk" if not self.sharded or world()[0] == 0 else "rank 0"
+        if self.sharded:
+            model = load_sharded(lambda: load_policy(*args), lambda: empty_policy(*args), self.device, self.dtype)
+        else:
+            model = load_policy(*args).to(self.device)
+        if trainable and c.moe.freeze_router:
+            freeze_router(model)
+        if trainable and c.trainer.activation_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return model
 
     def top_k(self) -> int | None:
         return top_k_of(self.policy.config)
@@ -55,15 +67,21 @@ class Trainer:
         """(B, L-1) logprobs of `model` ("policy" or "reference") without gradients, and with `with_routing` the
         policy's routing (B, L, layers, k)."""
         temperature, mbs = self.cfg.rollout.temperature, self.cfg.trainer.micro_batch_size
-        if with_routing:
-            return logprobs_and_routing(self.policy, input_ids, attention_mask, temperature, mbs)
-        net = self.reference if model == "reference" else self.policy
-        return batched_logprobs(net, input_ids, attention_mask, temperature, mbs, self.cfg.trainer.pack_sequences), None
+        with self._precision():
+            if with_routing:
+                return logprobs_and_routing(self.policy, input_ids, attention_mask, temperature, mbs)
+            net = self.reference if model == "reference" else self.policy
+            return batched_logprobs(net, input_ids, attention_mask, temperature, mbs, self.cfg.trainer.pack_sequences), None
 
     def update(self, batch: TrainBatch) -> UpdateResult:
         """rl.trainer.update.update with the run's settings (this rank's rows of each mini-batch under
-        torch.distributed)."""
-        return update(self.policy, self.optim, batch, self.cfg)
+        torch.distributed), on this rank's device; the result comes back on the CPU."""
+        with self._precision():
+            result = update(self.policy, self.optim, batch.to(self.device), self.cfg)
+        return UpdateResult(result.metrics, result.before_logps.cpu(), result.before_rows.cpu())
+
+    def _precision(self):
+        return autocast(self.device, self.dtype, self.sharded)
 
     def weight_bytes(self) -> int:
         """Bytes of one copy of the weights the engines receive."""
@@ -82,7 +100,9 @@ class Trainer:
         return pack_tensors(self.weights())
 
     def sync_gap(self, groups: list[RolloutGroup], pad_id: int) -> float:
-        return max_logprob_gap(self.policy, groups, self.cfg.rollout.temperature, pad_id, self.cfg.trainer.pack_sequences)
+        with self._precision():
+            return max_logprob_gap(self.policy, groups, self.cfg.rollout.temperature, pad_id,
+                                   self.cfg.trainer.pack_sequences)
 
     def save(self, folder: Path, rank: int = 0, with_state: bool = True) -> None:
         """Rank 0 writes the policy (a Hugging Face folder); `with_state`, also the optimizer and LR schedule

@@ -44,7 +44,8 @@ class StepSums:
     def all_reduce(self, *tensors: torch.Tensor) -> None:
         """Sums these fields and `tensors` (in place) over the ranks in one collective; a no-op on one rank."""
         names = [f.name for f in dataclasses.fields(self)]
-        packed = torch.tensor([float(getattr(self, n)) for n in names], dtype=torch.float64)
+        device = tensors[0].device if tensors else torch.device("cpu")  # NCCL reduces on the GPU
+        packed = torch.tensor([float(getattr(self, n)) for n in names], dtype=torch.float64, device=device)
         all_reduce_sum_(packed, *tensors)
         for n, v in zip(names, packed.tolist()):
             setattr(self, n, type(getattr(self, n))(v))
@@ -74,7 +75,10 @@ def policy_step(model, optim: Optim, batch: TrainBatch, cfg: Config) -> tuple[di
     rank, ranks = world()
     sharded = ranks > 1 and is_sharded(model)
     model.train()
-    for start, end in rank_micro_batches(len(batch), cfg.trainer.micro_batch_size, rank, ranks, sharded):
+    passes = rank_micro_batches(len(batch), cfg.trainer.micro_batch_size, rank, ranks, sharded)
+    for i, (start, end) in enumerate(passes):
+        if sharded:  # FSDP reduce-scatters the gradients once, after the last micro-batch
+            model.set_requires_gradient_sync(i == len(passes) - 1)
         if start == end:  # FSDP: the gathers and reductions of a pass this rank has no rows for
             token_logprobs(model, batch.input_ids[:1, :2], batch.attention_mask[:1, :2]).logps.sum().mul(0).backward()
             continue
