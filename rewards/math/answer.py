@@ -6,6 +6,7 @@ import re
 from typing import Literal
 
 from rewards.math.extract import last_expression
+from rewards.math.guards import brace_group
 from rewards.math.normalize import unwrap
 
 Untagged = Literal["expression", "boxed", "none"]
@@ -29,28 +30,6 @@ MAX_BOXED_TRIED = 16  # bounds the work on texts full of unclosed \boxed{
 MAX_BRACE_SCAN = 100_000  # a boxed argument longer than this is not an answer, it is an attack
 
 
-def _brace_group(text: str, start: int) -> tuple[str, int] | None:
-    """Content of the {...} group opening at text[start], nested braces handled; None if unclosed."""
-    if start >= len(text) or text[start] != "{":
-        return None
-    depth = 0
-    end = min(len(text), start + MAX_BRACE_SCAN)
-    i = start
-    while i < end:
-        c = text[i]
-        if c == "\\":
-            i += 2  # an escaped brace \{ does not open or close a group
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i], i + 1
-        i += 1
-    return None
-
-
 def _boxes(text: str) -> list[tuple[int, int, str]]:
     """(start, end, content) of the last complete boxes, last first: `\\boxed{...}`, `\\fbox{...}`, `\\boxed 5`.
 
@@ -58,7 +37,7 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
     found = []
     for m in reversed(list(_BOXED.finditer(text))[-MAX_BOXED_TRIED:]):
         if text.startswith("{", m.end()):
-            group = _brace_group(text, m.end())
+            group = brace_group(text, m.end(), MAX_BRACE_SCAN)
             if group is not None:
                 found.append((m.start(), group[1], group[0]))
             continue

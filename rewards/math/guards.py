@@ -102,26 +102,32 @@ def _too_big(operand: str) -> bool:
         return False  # symbolic, like (n+1)!: sympy leaves it unevaluated
 
 
+def brace_group(text: str, start: int, limit: int = MAX_EXACT_SPAN) -> tuple[str, int] | None:
+    """(content, end) of the {...} group opening at text[start], nested braces handled; None if it does not
+    close within `limit` characters. An escaped brace \\{ does not open or close a group."""
+    if start >= len(text) or text[start] != "{":
+        return None
+    depth, i, end = 0, start, min(len(text), start + limit)
+    while i < end:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        depth += (c == "{") - (c == "}")
+        if depth == 0:
+            return text[start + 1 : i], i + 1
+        i += 1
+    return None
+
+
 def _eager_operands(s: str):
     """The operands sympy would evaluate eagerly: of each n! (not !=) and each \\binom{a}{b}."""
     for m in re.finditer(r"!(?!=)", s):
         yield _group_before(s, m.start())
     for m in _BINOM.finditer(s):
-        top_end = _close(s, m.end())
-        yield s[m.end() : top_end]
-        yield s[top_end : _close(s, top_end)]
-
-
-def _close(s: str, start: int) -> int:
-    """Index just past the {...} group opening at s[start], or start if there is none."""
-    if start >= len(s) or s[start] != "{":
-        return start
-    depth = 0
-    for i in range(start, min(len(s), start + MAX_SPAN)):
-        depth += (s[i] == "{") - (s[i] == "}")
-        if depth == 0:
-            return i + 1
-    return start
+        top = brace_group(s, m.end())
+        bottom = brace_group(s, top[1]) if top else None
+        yield from (group[0] for group in (top, bottom) if group)
 
 
 def sympy_refusal(text: str) -> str | None:
