@@ -155,6 +155,8 @@ def test_factory_products_run_in_the_workers():
         ("first \\boxed{4}, finally \\boxed{5}", ("5", "boxed")),  # prose between boxes ends the list
         ("$y_1 = \\boxed{2}$ and $y_2 = \\boxed{3}$", ("2, 3", "boxed")),
         ("\\boxed{\\boxed{5}}", ("5", "boxed")),
+        ("\\boxed{5}. I checked: the answer is correct.", ("5", "boxed")),  # a remark does not replace the box
+        ("\\boxed{4}. Oops, the answer is 5.", ("5", "answer_is")),  # a later answer does
         ("so $\\frac{10}{9}$.", ("\\frac{10}{9}", "expression")),
         ("It grows by $28$ percent", ("28\\%", "expression")),
         ("Soucis : 2,74 $ a..", ("2,74", "expression")),

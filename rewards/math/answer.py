@@ -90,12 +90,14 @@ def _answer_is(text: str) -> str | None:
 
 
 def _boxed_or_said(text: str, joins=_joins_response) -> tuple[str, str] | None:
-    """(span, method): the last boxes, unless a "the answer is x" comes after them (`\\boxed{255} ... The final
-    answer is $10,455$`), as the last answer stated counts. Without boxes, None."""
+    """(span, method): the last boxes, unless "the answer is" comes after them with an expression
+    (`\\boxed{255} ... The final answer is $10,455$`): the last answer stated counts; a remark such as "the
+    answer is correct" does not replace a box. Without boxes, None."""
     run = _box_run(text, joins)
     if run is None:
         return None
-    said = _answer_is(text[run[1] :])
+    after = text[run[1] :]
+    said = last_expression(after) if _ANSWER_IS.search(after) else None
     return (said, "answer_is") if said else (run[0], "boxed")
 
 
