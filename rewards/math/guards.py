@@ -9,6 +9,8 @@ from rewards.math import exact
 MAX_SPAN = 2000  # characters; a longer "final answer" is not one, and sympy on it could take minutes
 MAX_EXACT_SPAN = 100_000  # long plain numbers (huge integers) are still compared, exactly
 MAX_NESTING = 64  # deeper bracket nesting is refused: parsers here are recursive
+MAX_OPERATORS = 400  # no final answer has more; 1-1-1-... a thousand times overflows latex2sympy's recursion
+_OPERATOR = re.compile(r"[-+*/^!=<>]")
 MAX_EXP_DEPTH = 2  # a^{b^{c}} is fine; deeper towers hang math-verify (its issues #63, #65): exact engine only
 MAX_EAGER = 10_000  # sympy computes n! and binomials eagerly: (10^{9})! + x would never come back
 _BINOM = re.compile(r"\\[dt]?binom\s*(?=\{)")
@@ -134,6 +136,8 @@ def sympy_refusal(text: str) -> str | None:
     """Why `text` must not be handed to math-verify or sympy, or None if it may be."""
     if len(text) > MAX_SPAN or nesting(text) > MAX_NESTING:
         return "too_long_or_nested"
+    if len(_OPERATOR.findall(text)) > MAX_OPERATORS:
+        return "too_many_operators"
     if FORBIDDEN.search(text):
         return "forbidden_macro"
     if exp_depth(text) > MAX_EXP_DEPTH:
