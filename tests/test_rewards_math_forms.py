@@ -54,6 +54,7 @@ FORMS = [
     ("text", "\\boxed{\\text{D}}", "\\text{E}", "wrong"),
     ("unit", "\\boxed{12\\text{ cm}^2}", "12", "ok"),
     ("unit", "The area is 12 meters.", "12", "ok"),
+    ("unit", "It costs \\$12", "12", "ok"),  # an escaped \$ is a dollar sign, not math
     ("unit", "\\boxed{13\\text{ cm}}", "12", "wrong"),
     ("percent", "\\boxed{28\\%}", "28", "ok"),
     ("percent", "\\boxed{0.28}", "28\\%", "ok"),

@@ -25,7 +25,7 @@ _CONNECTOR = re.compile(
     r"|\\text\s*\{[^{}]{0,40}?(?:\band\b|\bor\b|,)[^{}]{0,40}\})*"
 )
 _SEPARATOR = re.compile(r"\b(?:and|or)\b|,|;")
-_MATH_MARKUP = re.compile(r"\$|\\\(|\\\[")
+_MATH_MARKUP = re.compile(r"(?<!\\)\$|\\\(|\\\[")  # math delimiters; an escaped \$ is a dollar sign
 MAX_BOXED_TRIED = 16  # bounds the work on texts full of unclosed \boxed{
 MAX_BRACE_SCAN = 100_000  # a boxed argument longer than this is not an answer, it is an attack
 
