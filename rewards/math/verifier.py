@@ -11,7 +11,7 @@ import functools
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from rewards.math import exact, mv
 from rewards.math.answer import Untagged, reference_span, select_answer
@@ -40,6 +40,7 @@ class _Side:
 
 
 def _analyse(text: str, decimal_comma: bool = False) -> _Side:
+    """Normalise `text` (reading `1,22` as 1.22 if `decimal_comma`) and evaluate it exactly if it is a plain number."""
     norm = normalize(text)
     if decimal_comma:
         norm = read_decimal_comma(norm)
@@ -234,7 +235,7 @@ def _verdict(verdicts: list[tuple[bool, str]], reference, info: dict) -> Reward:
     return Reward.ok(how=how, **info) if ok else Reward.wrong(how=how, **info)
 
 
-_CHOICES = {"untagged": Untagged.__args__, "decimal_comma": DecimalComma.__args__}
+_CHOICES = {"untagged": get_args(Untagged), "decimal_comma": get_args(DecimalComma)}
 
 
 @register_verifier_factory("math")
