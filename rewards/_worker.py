@@ -35,6 +35,7 @@ def _warm_up() -> None:
     from rewards.math.verifier import math_verifier
 
     math_verifier("\\boxed{\\frac{x}{2}+1}", "1+x/2")  # loads math_verify, sympy and the LaTeX grammar
+    math_verifier("so $x = 1$", "1")  # compiles math-verify's extraction regexes (the untagged fallback)
 
 
 def _resolve(ref, module_hint: str | None):

@@ -50,7 +50,7 @@ def test_labelled_case(results, idx):
         ("x \\boxed{1} y \\boxed{2", ("1", "boxed")),
         ("#### 12\n", ("12", "hashes")),
         ("So the answer is 3.5. Yes.", ("3.5", "answer_is")),
-        ("values 1,234 and 5.5e3 then 7/8", ("7/8", "last_number")),
+        ("values 1,234 and 5.5e3 then 7/8", ("7/8", "expression")),  # math-verify's extraction
         ("nothing", None),
     ],
 )

@@ -12,6 +12,7 @@ from fractions import Fraction
 MAX_BITS = 1 << 20  # ~315k decimal digits: exact arithmetic above this is refused, not approximated
 MAX_FACTORIAL = 20_000
 MAX_DIGITS = 20_000  # longer literals are compared as text: int(str) is quadratic and capped by CPython
+MAX_TOKENS = 300  # no plain numeric answer is longer; it keeps the recursive parser and evaluator shallow
 
 
 class NotExact(Exception):
@@ -28,12 +29,15 @@ _TOKEN = re.compile(
 
 
 def tokenize(s: str) -> list[tuple[str, str]]:
+    """(kind, text) tokens of a plain numeric expression; NotExact for anything else, or over MAX_TOKENS."""
     out, pos = [], 0
     s = s.strip()
     while pos < len(s):
         m = _TOKEN.match(s, pos)
         if not m or m.end() == pos:
             raise NotExact(s[pos : pos + 20])
+        if len(out) == MAX_TOKENS:
+            raise NotExact("too many tokens")  # 1-1-1-... a thousand times would exceed Python's recursion limit
         kind = m.lastgroup
         out.append((kind, m.group(kind)))
         pos = m.end()

@@ -1,30 +1,28 @@
-"""The "math" verifier: select the final answer, then compare it with the gold answer exactly or with sympy.
+"""The "math" verifier: select the final answer, then compare it with the gold answer exactly or with math-verify.
 
 Plain numbers, and tuples, intervals and sets of them, take an exact, sympy-free path; everything else goes
-through math-verify with guards against its known hangs and lossy float comparisons. Run it through
-`score_batch` for hard time limits. The policy is documented in docs/rewards.md.
+through math-verify's parse and verify, behind guards against its known hangs and lossy float comparisons.
+Run it through `score_batch` for hard time limits. The policy is documented in docs/rewards.md.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal, get_args
 
-from rewards.math import exact
-from rewards.math.answer import select_answer
-from rewards.math.normalize import Normalized, looks_compound, normalize, top_level_parts
-from rewards.registry import register_verifier
+from rewards.math import exact, mv
+from rewards.math.answer import Untagged, reference_span, select_answer
+from rewards.math.guards import FORBIDDEN, MAX_EXACT_SPAN, MAX_NESTING, MAX_SPAN, nesting, sympy_refusal
+from rewards.math.normalize import Normalized, looks_compound, normalize, read_decimal_comma, top_level_parts
+from rewards.registry import register_verifier, register_verifier_factory
 from rewards.types import Reward
 
-MAX_SPAN = 2000  # characters; a longer "final answer" is not one, and sympy on it could take minutes
-MAX_EXACT_SPAN = 100_000  # long plain numbers (huge integers) are still compared, exactly
-MAX_NESTING = 64  # deeper bracket nesting is refused: parsers here are recursive
-_FORBIDDEN = re.compile(r"\\(?:def|gdef|edef|let|newcommand|renewcommand|providecommand|catcode|input|include)\b")
-_MAX_EXP_DEPTH = 2  # a^{b^{c}} is fine; deeper towers only go through the exact engine
+DecimalComma = Literal["never", "prediction", "both"]
+_DECIMAL = re.compile(r"-?(\d*)\.(\d+)")
+FLOAT_DIGITS = 15  # a decimal this long is a double's printout (repr gives 15 to 17 digits), not an exact value
 
 
 @dataclass(frozen=True)
@@ -41,20 +39,12 @@ class _Side:
         return self.ast is not None
 
 
-def _nesting(s: str) -> int:
-    depth = best = 0
-    for c in s:
-        if c in "([{":
-            depth += 1
-            best = max(best, depth)
-        elif c in ")]}":
-            depth -= 1
-    return best
-
-
-def _analyse(text: str) -> _Side:
+def _analyse(text: str, decimal_comma: bool = False) -> _Side:
+    """Normalise `text` (reading `1,22` as 1.22 if `decimal_comma`) and evaluate it exactly if it is a plain number."""
     norm = normalize(text)
-    if _nesting(norm.text) > MAX_NESTING:
+    if decimal_comma:
+        norm = read_decimal_comma(norm)
+    if nesting(norm.text) > MAX_NESTING:
         return _Side(norm)
     try:
         ast = exact.parse(norm.text)
@@ -68,112 +58,20 @@ def _analyse(text: str) -> _Side:
         return _Side(norm)
 
 
-def _exp_depth(s: str) -> int:
-    """Deepest nesting of exponents, e.g. 9^{9^{9}} -> 3; used to keep power towers away from sympy."""
-    depth, best, stack = 0, 0, []
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if c == "^":
-            depth += 1
-            best = max(best, depth)
-            j = i + 1
-            while j < len(s) and s[j].isspace():
-                j += 1
-            if j < len(s) and s[j] == "{":
-                stack.append(True)  # this brace group is an exponent: leaving it ends the level
-                i = j + 1
-                continue
-            # a bare exponent like 9^9 ends at the next non-digit; chains 9^9^9 keep counting
-            k = j
-            while k < len(s) and (s[k].isalnum() or s[k] == "."):
-                k += 1
-            if k >= len(s) or s[k] != "^":
-                depth -= 1
-            i = k
-            continue
-        if c == "{":
-            stack.append(False)
-        elif c == "}" and stack:
-            if stack.pop():
-                depth -= 1
-        i += 1
-    return best
-
-
-def _mv():
-    import math_verify  # imported lazily: the parent process never needs it
-
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every call with timeouts off
-    return math_verify
-
-
-def _balanced(s: str) -> bool:
-    depth = 0
-    for i, c in enumerate(s):
-        if c in "{}" and i > 0 and s[i - 1] == "\\":
-            continue  # \{ and \} are set braces, not groups
-        depth += (c == "{") - (c == "}")
-        if depth < 0:
-            return False
-    return depth == 0
-
-
-def _mv_parse(text: str) -> list:
-    """math-verify's parse, or [] when it yields no sympy object (it falls back to the raw string)."""
-    import sympy
-
-    if not _balanced(text):
-        return []
-    mv = _mv()
-    configs = [mv.LatexExtractionConfig(boxed_match_priority=0), mv.ExprExtractionConfig()]
-    # math-verify's own SIGALRM timeouts are off: they only work on the main thread and miss C-level
-    # hangs; the worker pool enforces time limits instead (soft alarm, then a hard kill).
-    parsed = mv.parse("\\boxed{" + text + "}", configs, parsing_timeout=None)
-    if not parsed or not isinstance(parsed[0], (sympy.Basic, sympy.MatrixBase)):
-        return []
-    units = {s: sympy.I for s in getattr(parsed[0], "free_symbols", ()) if s.name == "i"}
-    if units:  # latex2sympy reads i as a variable; in a final answer it is the imaginary unit
-        parsed = [parsed[0].subs(units), *parsed[1:]]
-    return parsed
-
-
-def _sympy_guard(gold_expr, pred_expr) -> bool:
-    """Re-check a math-verify "equal" between two numbers without trusting low-precision floats."""
-    import sympy
-
-    if not (isinstance(gold_expr, sympy.Expr) and isinstance(pred_expr, sympy.Expr)):
-        return True
-    if gold_expr.free_symbols or pred_expr.free_symbols or not (gold_expr.is_number and pred_expr.is_number):
-        return True
-    g, p = gold_expr.evalf(40), pred_expr.evalf(40)
-    scale = max(abs(g), abs(p))
-    if scale == 0:
-        return True
-    rel = abs(g - p) / scale
-    has_float = bool(gold_expr.atoms(sympy.Float) or pred_expr.atoms(sympy.Float))
-    if not has_float:
-        return bool(rel <= 1e-20)  # both exact: 40-digit evaluation decides, e.g. 1/2004! vs 1/2006!
-    if scale < 1e-6 or scale > 1e12:
-        return bool(rel <= 1e-9)  # math-verify rounds to 6 decimals: meaningless at these magnitudes
-    return True
-
-
 @functools.lru_cache(maxsize=4096)
-def _gold(gold: str) -> tuple[_Side | None, list | None, str]:
+def _gold(reference: str, decimal_comma: bool) -> tuple[_Side | None, tuple | None, str]:
     """Analyse the gold once per worker: (side, math-verify parse, error message)."""
-    if not gold.strip() or len(gold) > MAX_EXACT_SPAN or _FORBIDDEN.search(gold):
+    if not reference.strip() or len(reference) > MAX_EXACT_SPAN or FORBIDDEN.search(reference):
         return None, None, "gold answer is empty, too long or uses forbidden macros"
-    side = _analyse(gold)
+    side = _analyse(reference_span(reference), decimal_comma)
     if side.is_exact or _exact_container(side.norm.text):
         return side, None, ""  # valid as it stands; math-verify parses it only if a comparison needs sympy
-    if len(gold) > MAX_SPAN or _nesting(side.norm.text) > MAX_NESTING:
-        return None, None, "gold answer is too long or too deeply nested for symbolic comparison"
-    if _exp_depth(side.norm.text) > _MAX_EXP_DEPTH:
-        return None, None, "gold answer is a non-numeric power tower"
-    parsed = _mv_parse(side.norm.text)
+    refusal = sympy_refusal(side.norm.text)
+    if refusal:
+        return None, None, f"gold answer is refused for symbolic comparison ({refusal})"
+    parsed = mv.parse(side.norm.text)
     if not parsed:
-        return None, None, f"gold answer does not parse: {gold!r}"
+        return None, None, f"gold answer does not parse: {reference!r}"
     return side, parsed, ""
 
 
@@ -181,7 +79,7 @@ def _container(text: str) -> tuple[str, str, list[str]] | None:
     """(left, right, items) for a single bracketed tuple, interval or set of comma-separated items, else None."""
     if text.startswith("\\{") and text.endswith("\\}"):
         left, right, inner = "{", "}", text[2:-2]
-    elif text[:1] in "([" and text[-1:] in ")]":
+    elif len(text) >= 2 and text[0] in "([" and text[-1] in ")]":
         left, right, inner = text[0], text[-1], text[1:-1]
     else:
         return None
@@ -201,7 +99,7 @@ def _container(text: str) -> tuple[str, str, list[str]] | None:
 
 
 def _exact_container(text: str) -> bool:
-    c = _container(text) if len(text) <= MAX_SPAN and _nesting(text) <= MAX_NESTING else None
+    c = _container(text) if len(text) <= MAX_SPAN and nesting(text) <= MAX_NESTING else None
     return c is not None and all(_analyse(item).value is not None for item in c[2])
 
 
@@ -225,68 +123,128 @@ def _percent_values(side: _Side) -> list[Fraction]:
     return [side.value, side.value / 100] if side.norm.percent else [side.value]
 
 
-def _equal(gold: _Side, gold_parsed: list | None, pred: _Side) -> tuple[bool, str]:
-    """(equal?, how) for one predicted part against the gold."""
+def _is_printout(side: _Side) -> bool:
+    """True for a decimal of FLOAT_DIGITS or more significant digits, like 0.0833333333333333."""
+    m = _DECIMAL.fullmatch(side.norm.text)
+    return m is not None and len((m.group(1) + m.group(2)).lstrip("0")) >= FLOAT_DIGITS
+
+
+def _numbers_equal(gold: _Side, pred: _Side) -> bool:
+    """Exact equality (a percent also matches its value and its hundredth); a double's printout matches the
+    value it rounds, to 1e-14: 0.0833333333333333 is 1/12, while 0.3333333 is not 1/3."""
+    if any(g == p for g in _percent_values(gold) for p in _percent_values(pred)):
+        return True
+    if not (_is_printout(gold) or _is_printout(pred)):
+        return False
+    return abs(gold.value - pred.value) <= max(abs(gold.value), abs(pred.value)) * Fraction(1, 10**14)
+
+
+def _exact_equal(gold: _Side, pred: _Side) -> tuple[bool, str] | None:
+    """The sympy-free verdicts: same text, exact numbers, huge numbers by structure; None when undecided."""
     if gold.norm.text == pred.norm.text and gold.norm.percent == pred.norm.percent:
         return True, "string"
     if gold.is_exact and pred.is_exact:
         if gold.too_large or pred.too_large:
             return exact.canonical(gold.ast) == exact.canonical(pred.ast), "structural"
         if gold.value is not None and pred.value is not None:
-            return any(g == p for g in _percent_values(gold) for p in _percent_values(pred)), "exact"
+            return _numbers_equal(gold, pred), "exact"
     if (gold.is_exact and gold.too_large) or (pred.is_exact and pred.too_large):
         return False, "too_large"  # never hand a huge number to sympy
     plain = not (gold.norm.percent or pred.norm.percent)  # a % was stripped from the whole text
-    if plain and len(pred.norm.text) <= MAX_SPAN and _nesting(pred.norm.text) <= MAX_NESTING:
+    if plain and len(pred.norm.text) <= MAX_SPAN and nesting(pred.norm.text) <= MAX_NESTING:
         same = _structured_equal(gold.norm.text, pred.norm.text)
         if same is not None:
             return same, "structured"
-    if len(pred.norm.text) > MAX_SPAN or _nesting(pred.norm.text) > MAX_NESTING:
-        return False, "too_long_or_nested"
-    if _exp_depth(pred.norm.text) > _MAX_EXP_DEPTH:
-        return False, "power_tower"
+    return None
+
+
+def _sympy_equal(gold: _Side, gold_parsed: tuple | None, pred: _Side) -> tuple[bool, str]:
+    """math-verify's verify on both parses (mv.py re-checks its numeric "equal")."""
+    # A gold that is an equation is compared with the prediction's equation, `y =` and all.
+    text = pred.norm.equation if gold.norm.is_equation else pred.norm.text
+    refusal = sympy_refusal(text)
+    if refusal:
+        return False, refusal
     if gold_parsed is None:
-        gold_parsed = _mv_parse(gold.norm.text)
+        gold_parsed = mv.parse(gold.norm.text)
         if not gold_parsed:
             return False, "gold_unparseable"
-    pred_parsed = _mv_parse(pred.norm.text)
+    pred_parsed = mv.parse(text)
     if not pred_parsed:
         return False, "unparseable"
-    mv = _mv()
-    if not mv.verify(gold_parsed, pred_parsed, timeout_seconds=None):
-        return False, "sympy"
-    return _sympy_guard(gold_parsed[0], pred_parsed[0]), "sympy"
+    return mv.verify(gold_parsed, pred_parsed), "sympy"
 
 
-@register_verifier("math")
-def math_verifier(response: str, reference, **metadata) -> Reward:
-    """Score 1 if the selected final answer equals `reference` (the gold answer as a string)."""
-    gold, gold_parsed, err = _gold(str(reference))
-    if gold is None:
-        return Reward.fail("error", reason=err)
-    selected = select_answer(response)
-    if selected is None:
-        return Reward.fail("no_answer")
-    span, method = selected
-    info = {"answer": span[:200], "method": method}
-    if len(span) > MAX_EXACT_SPAN or _FORBIDDEN.search(span):
-        return Reward.wrong(reason="answer too long or uses forbidden macros", **info)
-    pred = _analyse(span)
-    parts = [pred]
-    if not looks_compound(gold.norm.text):
-        pieces = top_level_parts(pred.norm.text)
-        if len(pieces) > 1:
-            parts = [_analyse(p) for p in pieces]
-    verdicts = [_equal(gold, gold_parsed, p) for p in parts]
-    if len(parts) > 1:
+def _equal(gold: _Side, gold_parsed: tuple | None, pred: _Side) -> tuple[bool, str]:
+    """(equal?, how) for one predicted part against the gold."""
+    verdict = _exact_equal(gold, pred)
+    return verdict if verdict is not None else _sympy_equal(gold, gold_parsed, pred)
+
+
+@dataclass(frozen=True)
+class MathVerifier:
+    """Grades the final answer of a response against the gold answer (policy: docs/rewards.md).
+
+    untagged: what is graded in a response without an <answer> block: "expression" (its boxes, `#### x`,
+        "the answer is x", else its last expression), "boxed" (its boxes only) or "none" (nothing: no_answer).
+    decimal_comma: when `1,22` reads as 1.22: "prediction" (in a prediction, against a gold that is a single
+        value), "both" (the gold too) or "never" (a comma always separates items).
+    """
+
+    untagged: Untagged = "expression"
+    decimal_comma: DecimalComma = "prediction"
+    timeout_s: float = 10.0  # score_batch's hard limit per item
+
+    @property
+    def name(self) -> str:
+        if (self.untagged, self.decimal_comma) == ("expression", "prediction"):
+            return "math"
+        return f"math(untagged={self.untagged!r}, decimal_comma={self.decimal_comma!r})"
+
+    def __call__(self, response: str, reference, **metadata) -> Reward:
+        gold, gold_parsed, err = _gold(str(reference), self.decimal_comma == "both")
+        if gold is None:
+            return Reward.fail("error", reason=err)
+        selected = select_answer(response, self.untagged)
+        if selected is None:
+            return Reward.fail("no_answer")
+        span, method = selected
+        info = {"answer": span[:200], "method": method}
+        if len(span) > MAX_EXACT_SPAN or FORBIDDEN.search(span):
+            return Reward.wrong(reason="answer too long or uses forbidden macros", **info)
+        compound = looks_compound(gold.norm.text)
+        pred = _analyse(span, self.decimal_comma != "never" and not compound)
+        parts = [pred]
+        if not compound:
+            pieces = top_level_parts(pred.norm.text)
+            if len(pieces) > 1:
+                parts = [_analyse(p) for p in pieces]
+        return _verdict([_equal(gold, gold_parsed, p) for p in parts], reference, info)
+
+
+def _verdict(verdicts: list[tuple[bool, str]], reference, info: dict) -> Reward:
+    """The Reward for the verdicts on each predicted part (several parts: a hedge unless all are equal)."""
+    if len(verdicts) > 1:
         # Several different final answers: credit would reward hedging, so none is given.
         if all(ok for ok, _ in verdicts):
             return Reward.ok(how="all_parts_equal", **info)
-        return Reward.wrong(reason="hedged", parts=len(parts), **info)
+        return Reward.wrong(reason="hedged", parts=len(verdicts), **info)
     ok, how = verdicts[0]
     if how == "gold_unparseable":
         return Reward.fail("error", reason=f"gold answer does not parse: {reference!r}")
     return Reward.ok(how=how, **info) if ok else Reward.wrong(how=how, **info)
 
 
-math_verifier.timeout_s = 10.0  # default hard limit per item in score_batch
+_CHOICES = {"untagged": get_args(Untagged), "decimal_comma": get_args(DecimalComma)}
+
+
+@register_verifier_factory("math")
+def math_reward(untagged: Untagged = "expression", decimal_comma: DecimalComma = "prediction") -> MathVerifier:
+    """Factory for a math verifier with its policies set; in a config: `verifier: "math(untagged='none')"`."""
+    for key, value in (("untagged", untagged), ("decimal_comma", decimal_comma)):
+        if value not in _CHOICES[key]:
+            raise ValueError(f"{key} must be one of {_CHOICES[key]}, got {value!r}")
+    return MathVerifier(untagged, decimal_comma)
+
+
+math_verifier = register_verifier("math")(MathVerifier())
