@@ -47,6 +47,12 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
     return found
 
 
+def last_boxed(text: str) -> str | None:
+    """Content of the last complete box (a MATH solution's answer), or None."""
+    boxes = _boxes(text)
+    return boxes[0][2] if boxes else None
+
+
 def _joins_response(between: str) -> bool:
     """Two boxes of a response form one list only if connectors alone separate them."""
     return _CONNECTOR.fullmatch(between) is not None
