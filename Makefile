@@ -29,17 +29,17 @@ $(VENV)/.installed: pyproject.toml scripts/install.sh
 
 install: $(VENV)/.installed
 
-# Rebuilt when its recipe changes (the corpus comes from the task's generator).
-$(BASE_MODEL)/config.json: rl/tasks/arithmetic/base_model.py rl/tasks/arithmetic/task.py rl/tasks/pretrain.py | $(VENV)/.installed
-	$(BIN)/python -m rl.tasks.arithmetic.base_model --out $(BASE_MODEL) --rebuild
-	touch $@
+# Built when missing, rebuilt when its recipe's code changes (rl/tasks/build.py; the corpus comes from the task's
+# generator). `make train` builds the embedded model its CONFIG names (models/tiny-code-base for tiny-code).
+base-model: $(VENV)/.installed
+	$(BIN)/python -m rl.tasks.build --model $(BASE_MODEL)
 
-base-model: $(BASE_MODEL)/config.json
-
-train: $(VENV)/.installed $(BASE_MODEL)/config.json
+train: $(VENV)/.installed
+	$(BIN)/python -m rl.tasks.build --config $(CONFIG) $(ARGS)
 	$(BIN)/python -m rl.train --config $(CONFIG) $(if $(RUN_DIR),run.dir=$(RUN_DIR)) $(if $(RESUME),run.resume=true) $(ARGS)
 
-eval: $(VENV)/.installed $(BASE_MODEL)/config.json
+eval: $(VENV)/.installed
+	$(BIN)/python -m rl.tasks.build --config $(CONFIG) $(ARGS)
 	$(BIN)/python -m rl.evaluate --config $(CONFIG) $(if $(CKPT),--checkpoint $(CKPT)) $(ARGS)
 
 # Check and place a (GPU) run without a GPU or weights: the plan and each GPU's memory (rl/run/plan.py).
@@ -51,19 +51,19 @@ plot: $(VENV)/.installed
 	@test -n "$(RUN)" || { echo "make plot: set RUN=<run dir>, e.g. RUN=runs/20261203-120000" >&2; exit 2; }
 	$(BIN)/python -m rl.run.plot $(RUN)
 
-test: $(VENV)/.installed $(BASE_MODEL)/config.json
+test: $(VENV)/.installed base-model
 	$(BIN)/python -m pytest -m "not slow" -q $(ARGS)
 
 # The pure tests: no Ray, no vLLM engine (about a minute).
-test-unit: $(VENV)/.installed $(BASE_MODEL)/config.json
+test-unit: $(VENV)/.installed base-model
 	$(BIN)/python -m pytest -m "not slow and not engines" -q $(ARGS)
 
 # On a machine with CUDA GPUs and vLLM: tests/gpu/ (a short run with parity, separate and colocated; sleep and
 # wake; TP=2 with enough GPUs). Skipped, with the reason shown, anywhere else.
-test-gpu: $(VENV)/.installed $(BASE_MODEL)/config.json
+test-gpu: $(VENV)/.installed base-model
 	$(BIN)/python -m pytest -q -rs tests/gpu $(ARGS)
 
-test-slow: $(VENV)/.installed $(BASE_MODEL)/config.json
+test-slow: $(VENV)/.installed base-model
 	$(BIN)/python -m pytest -m slow -q $(ARGS)
 
 # Math verifications/s and code programs/s on 2 reward workers, and the ratio to math-verify called directly.
@@ -72,19 +72,19 @@ test-slow: $(VENV)/.installed $(BASE_MODEL)/config.json
 	bash scripts/bench_env.sh $(VENV) .venv-bench
 	touch $@
 
-bench: $(VENV)/.installed $(BASE_MODEL)/config.json .venv-bench/.installed
+bench: $(VENV)/.installed base-model .venv-bench/.installed
 	$(BIN)/python scripts/bench.py $(ARGS)
 
-routing-gap: $(VENV)/.installed $(BASE_MODEL)/config.json
+routing-gap: $(VENV)/.installed base-model
 	$(BIN)/python scripts/routing_gap.py $(ARGS)
 
 bench-rewards: $(VENV)/.installed
 	$(BIN)/python scripts/bench_rewards.py --workers 2 $(ARGS)
 
-bench-sync: $(VENV)/.installed $(BASE_MODEL)/config.json
+bench-sync: $(VENV)/.installed base-model
 	$(BIN)/python scripts/bench_sync.py $(ARGS)
 
-bench-trainer: $(VENV)/.installed $(BASE_MODEL)/config.json
+bench-trainer: $(VENV)/.installed base-model
 	$(BIN)/python scripts/bench_trainer.py $(ARGS)
 
 # A Ray head on this machine (add workers with `ray start --address=<head>:$(RAY_PORT)`). Jobs go to its
@@ -100,7 +100,7 @@ ray-down: $(VENV)/.installed
 
 # Sends `python -m rl.train` to the cluster at RAY_ADDRESS (its dashboard, http://<head>:8265) with this folder
 # as the job's working_dir; the cluster's nodes need the same Python environment (make install).
-submit: $(VENV)/.installed $(BASE_MODEL)/config.json
+submit: $(VENV)/.installed base-model
 	@test -n "$$RAY_ADDRESS" || { echo "make submit: set RAY_ADDRESS to the cluster's dashboard, e.g. http://127.0.0.1:8265" >&2; exit 2; }
 	$(BIN)/python scripts/submit.py --config $(CONFIG) -- $(if $(RUN_DIR),run.dir=$(RUN_DIR)) $(if $(RESUME),run.resume=true) $(ARGS)
 

@@ -198,6 +198,7 @@ def score_batch(items, workers: int | None = None, timeout_s: float | list[float
     verifier: a registered name, a "pkg.mod:fn" path, an entry-point name, or a picklable verifier object
     (e.g. a factory product). timeout_s: hard wall-time limit per item, for all items or one per item (a
     reward term's own); None uses the verifier's `timeout_s` attribute (math 10 s, code 60 s, format 5 s) or 10 s.
+    Items that a verifier's `answer_key` says are the same answer are scored once (`first_of_each`).
     """
     items = list(items)
     if not items:
@@ -205,6 +206,28 @@ def score_batch(items, workers: int | None = None, timeout_s: float | list[float
     limits = timeout_s if isinstance(timeout_s, list) else [timeout_s] * len(items)
     if len(limits) != len(items):
         raise ValueError(f"score_batch: {len(limits)} time limits for {len(items)} items")
-    prepared = [_prepare(it, t) for it, t in zip(items, limits)]
+    first = first_of_each([_answer_key(it, t) for it, t in zip(items, limits)])
+    scored = sorted(set(first))
+    prepared = [_prepare(items[i], limits[i]) for i in scored]
     pool = _get_pool(workers or default_workers())
-    return pool.run([p for p, _ in prepared], [t for _, t in prepared])
+    results = dict(zip(scored, pool.run([p for p, _ in prepared], [t for _, t in prepared])))
+    return [results[i] for i in first]
+
+
+def first_of_each(keys: list) -> list[int]:
+    """For each item, the index of the first item with its key (None: a key of its own)."""
+    seen: dict = {}
+    return [i if k is None else seen.setdefault(k, i) for i, k in enumerate(keys)]
+
+
+def _answer_key(item, timeout_s: float | None):
+    """(verifier, time limit, the verifier's answer_key) where the verifier has one; else None."""
+    name, response, reference, metadata = item
+    fn = get_verifier(name) if isinstance(name, str) else name
+    key = getattr(fn, "answer_key", None)
+    if key is None:
+        return None
+    try:
+        return (name if isinstance(name, str) else id(fn), timeout_s, key(response, reference, dict(metadata or {})))
+    except Exception:  # noqa: BLE001 - an item the key cannot read is scored on its own (and fails there)
+        return None

@@ -57,10 +57,39 @@ class ModelConfig:
 
 
 @dataclass
+class DataSource:
+    """One dataset read by its own format: a training source of data.mix, or an eval set."""
+
+    path: str = ""
+    """The prompts: a local file, a hub dataset name or a procedural task (as data.train)."""
+    format: str = "purerl"
+    """Its row format (as data.format)."""
+    keys: dict[str, str] = field(default_factory=dict)
+    """Its column renames (as data.keys)."""
+    size: int = 0
+    """Rows used: the first N (0: all)."""
+    split: str = "train"
+    """Split to read when `path` is a hub dataset name."""
+    data_source: str = ""
+    """Give every row this data_source (which picks its reward terms and names its metrics); empty: the rows'
+    own."""
+
+    def __post_init__(self):
+        from rl.data.formats import FORMATS
+
+        require(bool(self.path), "path", "must name the prompts")
+        require(self.size >= 0, "size", "must be >= 0 (0: all rows)")
+        require(self.format in FORMATS, "format", f"{self.format!r} is not one of {FORMATS.names()}")
+
+
+@dataclass
 class DataConfig:
     train: str = "rl/tasks/arithmetic/data/train.jsonl"
     """Training prompts: local .jsonl/.json/.parquet file, a hub dataset name, or a procedural task
     `reasoning_gym:<task>?size=N&seed=S`."""
+    mix: list[DataSource] = field(default_factory=list)
+    """More training sources, each read by its own format, whose rows join data.train's (a math + code run);
+    every row keeps its data_source, which picks its reward terms (reward.sources)."""
     eval: str = "rl/tasks/arithmetic/data/heldout.jsonl"
     """Held-out prompts of base_accuracy / final_accuracy (one sample each, before and after training)."""
     format: str = "purerl"
@@ -375,24 +404,13 @@ class RunConfig:
 
 
 @dataclass
-class EvalSet:
-    path: str = ""
-    """The set's prompts: a local file, a hub dataset name or a procedural task (as data.train)."""
-    format: str = "purerl"
-    """Its row format (as data.format)."""
-    keys: dict[str, str] = field(default_factory=dict)
-    """Its column renames (as data.keys)."""
+class EvalSet(DataSource):
     size: int = 256
     """Problems scored: the first N."""
-    split: str = "train"
-    """Split to read when `path` is a hub dataset name."""
 
     def __post_init__(self):
-        from rl.data.formats import FORMATS
-
-        require(bool(self.path), "path", "must name the set's prompts")
+        super().__post_init__()
         require(self.size >= 1, "size", "must be >= 1")
-        require(self.format in FORMATS, "format", f"{self.format!r} is not one of {FORMATS.names()}")
 
 
 @dataclass

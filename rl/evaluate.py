@@ -14,18 +14,25 @@ import sys
 from pathlib import Path
 
 from rl.collect.generate import generate_round, sampling
-from rl.config import Config, load_config
+from rl.config import Config, RewardConfig, load_config
 from rl.data import PromptSet
 from rl.errors import UserError
 from rl.eval.run import run_evals
 
 
+def accuracy_only(reward: RewardConfig) -> RewardConfig:
+    """Each data source's accuracy verifier alone: all that held-out accuracy needs scored."""
+    def only(terms, name):
+        return [t for t in terms if t.verifier == name]
+
+    sources = {k: dataclasses.replace(s, terms=only(s.terms, s.accuracy_verifier)) for k, s in reward.sources.items()}
+    return dataclasses.replace(reward, terms=only(reward.terms, reward.accuracy_verifier), sources=sources)
+
+
 def heldout_accuracy(pool, prompts: PromptSet, cfg: Config) -> float:
-    """Share of problems whose single sample gets the full score from `reward.accuracy_verifier`."""
-    name = cfg.reward.accuracy_verifier
-    only_acc = dataclasses.replace(cfg.reward, terms=[t for t in cfg.reward.terms if t.verifier == name])
-    scored = generate_round(pool, prompts, sampling(cfg.rollout, 1), only_acc).scored
-    return float((scored.terms[name] >= 1.0).float().mean())
+    """Share of problems whose single sample gets the full score from its data source's accuracy verifier."""
+    scored = generate_round(pool, prompts, sampling(cfg.rollout, 1), accuracy_only(cfg.reward)).scored
+    return float(scored.correct.float().mean())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -136,7 +136,8 @@ def config_summary(cfg: Config) -> str:
     """Two lines of what the run does."""
     d, r, a, t = cfg.data, cfg.rollout, cfg.algo, cfg.trainer
     sets = ", ".join(f"{name} ({e.size})" for name, e in cfg.eval.sets.items()) or "none"
-    return (f"config: {cfg.model.path} ({cfg.model.dtype}); {d.train} ({d.format}, template {d.template}); "
+    mixed = "".join(f" + {m.path} ({m.format})" for m in d.mix)
+    return (f"config: {cfg.model.path} ({cfg.model.dtype}); {d.train} ({d.format}){mixed}, template {d.template}; "
             f"{t.steps} steps x {t.prompts_per_step} prompts x {r.n} samples, up to {r.max_new_tokens} tokens\n"
             f"        {a.advantage.name} + {a.loss.name} (kl_coef {a.kl_coef}), lr {t.lr}; {r.num_engines} engine(s), "
             f"{t.ranks} trainer rank(s); eval sets {sets}, n={cfg.eval.n}, k={cfg.eval.k}")

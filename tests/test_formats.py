@@ -156,3 +156,30 @@ def test_the_countdown_config_trains(tmp_path):
     assert [m["step"] for m in lines] == [0, 1, 2]
     assert all(m["reward/reasoning_gym/error"] == 0 and 0 <= m["reward/accuracy"] <= 1 for m in lines[1:])
     assert "eval/countdown/pass@1" in lines[2]
+
+
+def test_data_mix_joins_sources_each_by_its_format():
+    """data.mix: rows of several sources, each read by its own format, renumbered uniquely; data_source set."""
+    from rl.run.session import load_data
+
+    cfg = load_config("configs/tiny.yaml", [
+        f"data.train={FIXTURES}/gsm8k.jsonl", "data.format=gsm8k", f"data.eval={FIXTURES}/gsm8k.jsonl",
+        f"data.mix=[{{path: {FIXTURES}/apps.jsonl, format: apps}}, {{path: {FIXTURES}/math.jsonl, format: math, size: 3, "
+        "data_source: algebra}]", f"eval.sets={{code: {{path: {FIXTURES}/mbpp.jsonl, format: mbpp, size: 2}}}}"])
+    train, _, sets = load_data(cfg, load_tokenizer("models/tiny-moe-base"), trainable=True)
+    assert [r.index for r in train.rows] == list(range(8 + 2 + 3)) and len(train.ids) == 13
+    assert [r.data_source for r in train.rows] == ["gsm8k"] * 8 + ["code"] * 2 + ["algebra"] * 3
+    assert train.rows[8].question.startswith("Read two integers") and train.rows[10].answer == ANSWERS[0]
+    assert [r.data_source for r in sets["code"].rows] == ["code", "code"]
+    from rl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.mix\[0\].format .csv. is not one of"):
+        load_config("configs/tiny.yaml", ["data.mix=[{path: x.jsonl, format: csv}]"])
+
+
+def test_heldout_accuracy_scores_each_source_by_its_own_accuracy_verifier():
+    from rl.evaluate import accuracy_only
+
+    reward = accuracy_only(load_config("configs/tiny-mixed.yaml").reward)
+    assert [t.verifier for t in reward.terms] == ["math"]
+    assert [t.verifier for t in reward.sources["code"].terms] == ["code"]

@@ -6,22 +6,28 @@ run: the trusted side. It reads the config (program, cases or test, nonce) from 
     program code: it forks a process (`serve`) before reading the config, and calls the program's functions
     by message, so the test, the nonce and RECORD_FD are never in a process the program controls.
 serve: the untrusted side. It loads the program and answers calls with plain values (`encode`).
+zygote (`python _sandbox_harness.py SETUP_JSON SOCKET_FD`): `setup`'s host mounts once, then one fresh
+    sandbox per program sent over the socket, forked into new mount, pid and IPC namespaces (`_program`).
 """
 
 import builtins
 import ctypes
+import fcntl
 import json
 import os
 import resource
+import socket
 import sys
 
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
 KEPT_FLAGS = 2 | 4 | 8 | 1024 | 2048 | 4096  # nosuid, nodev, noexec, noatime, nodiratime, relatime (statvfs = MS_*)
 MNT_DETACH = 2
 PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, CAP_VERSION_3 = 4, 24, 38, 0x20080522
 WORKDIR = "/tmp/w"
 MAX_MESSAGE = 16 << 20  # one reply from the program process; more is an attack on the test process
 MAX_DEPTH = 200  # nesting of a value crossing between the two processes
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID = 0x00020000, 0x08000000, 0x20000000
+REPORT_FD = 5  # in a zygote's program child: the pipe its exit report goes back on
 
 
 def _mount(src, target, fstype, flags, data=None):
@@ -79,20 +85,36 @@ def _expose(prefix):
     os.rmdir(stage)
 
 
+def _host_mounts(s):
+    """The host as every program sees it: private mounts, all read-only, private tmpfs scratch, the Python
+    install reachable for the program's uid. Done once per sandbox, or once per zygote."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _read_only_host()
+    _fresh_tmp(s)
+    if s["uid"] is not None:
+        _expose(s["prefix"])
+
+
+def _fresh_tmp(s):
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={s['tmp_mb']}m")
+    for d in ("/dev/shm", "/var/tmp"):
+        if os.path.isdir(d):
+            _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=1m")
+
+
 def setup(s, cfg_fd, rec_fd):
     if s["mount"]:
-        _mount(None, "/", None, MS_REC | MS_PRIVATE)
-        _read_only_host()
-        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={s['tmp_mb']}m")
-        for d in ("/dev/shm", "/var/tmp"):
-            if os.path.isdir(d):
-                _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=1m")
-        if s["uid"] is not None:
-            _expose(s["prefix"])
+        _host_mounts(s)
         os.makedirs(WORKDIR, mode=0o700)
         workdir = WORKDIR
     else:
         workdir = s["workdir"]
+    _confine(s, workdir)
+    run(cfg_fd, rec_fd, s["kind"])
+
+
+def _confine(s, workdir):
+    """Drop to the program's uid with no capabilities, inside `workdir`, under the rlimits."""
     if s["uid"] is not None:
         os.chown(workdir, s["uid"], s["uid"])
     os.chdir(workdir)
@@ -113,7 +135,94 @@ def setup(s, cfg_fd, rec_fd):
     ] + ([(resource.RLIMIT_NPROC, s["nproc"])] if s["nproc"] else []):
         resource.setrlimit(res, (val, val))
     _drop_capabilities(libc)  # from here on nothing in the sandbox can raise the limits above
-    run(cfg_fd, rec_fd, s["kind"])
+
+
+# --- the zygote: one set-up sandbox that forks a fresh one per program -----------------------------------
+
+
+def zygote(s, sock_fd):
+    """Serve programs forever: the host mounts are made once here; each request (its setup and the program's
+    fds) is forked into new mount, pid and IPC namespaces (`_program`). The zygote runs no program code and
+    never reads a config, so nothing of one program is in the memory the next one is forked from."""
+    sock = socket.socket(fileno=sock_fd)
+    _host_mounts(s)
+    sock.send(json.dumps({"ready": True}).encode())
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 16)
+        except OSError:
+            return
+        if not msg:
+            return  # the scoring worker closed its end
+        report_r, report_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                sock.close()
+                os.close(report_r)
+                _program({**s, **json.loads(msg)}, fds, report_w)
+            finally:
+                os._exit(127)
+        for fd in (report_w, *fds):
+            os.close(fd)
+        with os.fdopen(report_r, "rb") as f:
+            report = f.read()
+        os.waitpid(pid, 0)
+        sock.send(report or json.dumps({"ended": True}).encode())  # killed before it could report
+
+
+def _program(s, fds, report_w):
+    """In a child of the zygote: join the program's cgroup, enter new mount, pid and IPC namespaces, and fork
+    their init, which sets up and runs the program. Reports its exit code, or why it never started."""
+    stdin, stdout, stderr, cfg_fd, rec_fd, *cgroup_fds = fds
+
+    def report(**rec):
+        os.write(REPORT_FD, json.dumps(rec).encode())
+        os._exit(0)
+
+    for fd in cgroup_fds:  # the cgroup.procs files the worker opened: this process and all it forks join
+        try:
+            os.write(fd, b"0")
+        except OSError as e:
+            os.write(report_w, json.dumps({"setup_error": f"joining the program's cgroup: {e!r}"}).encode())
+            os._exit(0)
+    _place([stdin, stdout, stderr, cfg_fd, rec_fd, report_w])  # 0-2 the program's stdio, 3 config, 4 records
+    if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC) != 0:
+        report(setup_error=f"unshare: {os.strerror(ctypes.get_errno())}")
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pid 1 of the new pid namespace: when it ends, everything the program started ends
+        os.close(ready_r)
+        os.close(REPORT_FD)
+        try:
+            _mount(None, "/", None, MS_REC | MS_PRIVATE)
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this namespace's processes only
+            _fresh_tmp(s)  # over the zygote's: nothing a program writes outlives it
+            os.makedirs(WORKDIR, mode=0o700)
+            _confine(s, WORKDIR)
+        except BaseException as e:  # noqa: BLE001 - no program code has run: the machine's failure
+            os.write(ready_w, repr(e)[:300].encode())
+            os._exit(0)
+        os.close(ready_w)
+        run(3, 4, s["kind"])
+        os._exit(0)
+    os.close(ready_w)
+    for fd in range(5):  # the program's pipes close when the program's processes are gone, not this one
+        os.close(fd)
+    with os.fdopen(ready_r, "rb") as f:
+        failed = f.read().decode("utf-8", "replace")
+    _, status = os.waitpid(pid, 0)
+    if failed:
+        report(setup_error=failed)
+    report(returncode=os.waitstatus_to_exitcode(status))
+
+
+def _place(fds):
+    """Put each fd at the number of its index (whatever numbers they came with) and close every other fd."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 256 + i) for i, fd in enumerate(fds)]
+    for i, fd in enumerate(high):
+        os.dup2(fd, i)
+    os.closerange(len(fds), 1 << 16)
 
 
 def _drop_capabilities(libc):
@@ -360,4 +469,8 @@ def serve(chan):
 
 
 if __name__ == "__main__":
-    setup(json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    _setup = json.loads(sys.argv[1])
+    if _setup["kind"] == "zygote":
+        zygote(_setup, int(sys.argv[2]))
+    else:
+        setup(_setup, int(sys.argv[2]), int(sys.argv[3]))

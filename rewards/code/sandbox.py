@@ -19,6 +19,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+from rewards.code import zygote
 from rewards.process import die_with_parent
 
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_harness.py")
@@ -63,6 +64,8 @@ class Isolation:
             "kill_all_descendants": "pid namespace" if ns else ("cgroup" if self.cgroup else "process group only"),
             "empty_environment": True,
             "tests_run_apart_from_program": True,  # call/check: the program runs in its own process
+            "program_reuse": ("zygote: each program forked into fresh mount, pid and IPC namespaces, cgroup and tmpfs"
+                              if self.namespaces == "root" and self.cgroup else "none: a new sandbox per program"),
         }
 
     def _nproc_binds(self) -> bool:
@@ -193,8 +196,8 @@ def _own_process_count() -> int:
     return n
 
 
-def _command(iso: Isolation, limits: Limits, kind: str, cfg_fd: int, rec_fd: int, workdir: str | None) -> list[str]:
-    python, prefix = _python()
+def _setup(iso: Isolation, limits: Limits, kind: str, workdir: str | None) -> dict:
+    """What the harness needs to set a sandbox up (_sandbox_harness.setup)."""
     # RLIMIT_NPROC counts every process of the uid: where a pids cgroup counts this sandbox alone it is left
     # off (else a fork bomb in one sandbox would starve the others), and for a non-root caller it must
     # leave room for the caller's own processes.
@@ -203,17 +206,20 @@ def _command(iso: Isolation, limits: Limits, kind: str, cfg_fd: int, rec_fd: int
         nproc = limits.nproc
     elif iso.cgroup is None and os.geteuid() != 0:
         nproc = _own_process_count() + limits.nproc
-    setup = {
+    return {
         "kind": kind,
         "mount": iso.namespaces != "none",
         "uid": iso.uid,
-        "prefix": prefix,
+        "prefix": _python()[1],
         "workdir": workdir,
         "nproc": nproc,
         "limits": {"cpu_s": limits.cpu_s, "memory_mb": limits.memory_mb, "file_mb": limits.file_mb},
         "tmp_mb": limits.tmp_mb,
     }
-    cmd = [python, "-I", "-S", "-B", HARNESS, json.dumps(setup), str(cfg_fd), str(rec_fd)]
+
+
+def _command(iso: Isolation, limits: Limits, kind: str, cfg_fd: int, rec_fd: int, workdir: str | None) -> list[str]:
+    cmd = [_python()[0], "-I", "-S", "-B", HARNESS, json.dumps(_setup(iso, limits, kind, workdir)), str(cfg_fd), str(rec_fd)]
     unshare = shutil.which("unshare") or "/usr/bin/unshare"
     if iso.namespaces == "root":
         return [unshare, *NS_FLAGS, "--", *cmd]
@@ -222,8 +228,11 @@ def _command(iso: Isolation, limits: Limits, kind: str, cfg_fd: int, rec_fd: int
     return cmd
 
 
-def run_sandboxed(config: dict, stdin: bytes = b"", limits: Limits = Limits(), iso: Isolation | None = None) -> RunResult:
-    """Run one program. `config` holds kind/program/... (never expected outputs, except a check-kind test)."""
+def run_sandboxed(config: dict, stdin: bytes = b"", limits: Limits = Limits(), iso: Isolation | None = None,
+                  reuse: bool = True) -> RunResult:
+    """Run one program. `config` holds kind/program/... (never expected outputs, except a check-kind test).
+    reuse: fork it from this process's zygote (rewards/code/zygote.py) where namespaces are entered as root
+    and cgroups exist; elsewhere, or with reuse=False, every program starts a sandbox of its own."""
     iso = iso or detect_isolation()
     nonce = secrets.token_hex(16)
     cfg_file = tempfile.TemporaryFile()  # already unlinked: once the harness closes it, it is gone
@@ -231,19 +240,18 @@ def run_sandboxed(config: dict, stdin: bytes = b"", limits: Limits = Limits(), i
     cfg_file.flush()
     cfg_file.seek(0)
     rec_r, rec_w = os.pipe()
-    workdir = None
-    if iso.namespaces == "none":
-        workdir = tempfile.mkdtemp(prefix="purerl-sbx-")
+    workdir = tempfile.mkdtemp(prefix="purerl-sbx-") if iso.namespaces == "none" else None
     cgroup = _Cgroup(iso.cgroup, limits) if iso.cgroup else None
-    preexec = cgroup.join_fn() if cgroup else die_with_parent
-    cmd = _command(iso, limits, config["kind"], cfg_file.fileno(), rec_w, workdir)
+    zyg = zygote.borrow(iso, _zygote_command(iso)) if reuse and cgroup and iso.namespaces == "root" else None
     t0 = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={},
-            pass_fds=(cfg_file.fileno(), rec_w), preexec_fn=preexec, start_new_session=True,
-        )
+        if zyg is not None:
+            proc = _fork(zyg, iso, limits, config["kind"], cfg_file.fileno(), rec_w, cgroup)
+        else:
+            proc = _popen(iso, limits, config["kind"], cfg_file.fileno(), rec_w, workdir, cgroup)
     except BaseException:
+        if zyg is not None:
+            zygote.give_back(iso, zyg, failed=True)
         os.close(rec_r)
         os.close(rec_w)
         cfg_file.close()
@@ -261,19 +269,63 @@ def run_sandboxed(config: dict, stdin: bytes = b"", limits: Limits = Limits(), i
         os.close(rec_r)
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+        if zyg is not None:
+            zygote.give_back(iso, zyg, failed=proc.setup_error is not None)
     result.records = _records(result.records, nonce)
-    failure = next((rec["infra_error"] for rec in result.records if "infra_error" in rec), None)
+    failure = getattr(proc, "setup_error", None) or next((r["infra_error"] for r in result.records if "infra_error" in r), None)
     if failure:
         raise SandboxFailure(failure)
     return result
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _popen(iso: Isolation, limits: Limits, kind: str, cfg_fd: int, rec_w: int, workdir: str | None,
+           cgroup: _Cgroup | None) -> subprocess.Popen:
+    """A sandbox of its own: unshare, then the harness in a new interpreter, joined to the cgroup before exec."""
+    return subprocess.Popen(
+        _command(iso, limits, kind, cfg_fd, rec_w, workdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, env={}, pass_fds=(cfg_fd, rec_w), preexec_fn=cgroup.join_fn() if cgroup else die_with_parent,
+        start_new_session=True,
+    )
+
+
+def _zygote_command(iso: Isolation):
+    return lambda sock_fd: _command(iso, Limits(), "zygote", sock_fd, -1, None)
+
+
+def _fork(zyg: zygote.Zygote, iso: Isolation, limits: Limits, kind: str, cfg_fd: int, rec_w: int,
+          cgroup: _Cgroup) -> zygote.Forked:
+    """A sandbox forked from the zygote: it gets the program's pipes and config, and joins the cgroup by the
+    cgroup.procs files opened here (the zygote's view of the host, cgroupfs included, is read-only)."""
+    (in_r, in_w), (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe(), os.pipe()
+    procs = [os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY) for d in cgroup.dirs]
+    setup = _setup(iso, limits, kind, None)
+    request = {k: setup[k] for k in ("kind", "limits", "tmp_mb", "nproc")}
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
+        return zyg.spawn(request, [in_r, out_w, err_w, cfg_fd, rec_w, *procs], in_w, out_r, err_r, cgroup.kill_and_remove)
+    except BaseException:
+        for fd in (in_w, out_r, err_r):
+            os.close(fd)
+        raise
+    finally:
+        for fd in (in_r, out_w, err_w, *procs):
+            os.close(fd)
+
+
+def _kill_group(proc) -> None:
+    """Kill the program and everything it started, and reap it: a Popen by its process group (the pid
+    namespace and cgroup take the rest), a zygote's program by its cgroup."""
+    if isinstance(proc, zygote.Forked):
+        proc.kill_all()
+        try:
+            proc.wait()
+        except (subprocess.TimeoutExpired, zygote.ZygoteError):  # it stopped answering: the next program starts a new one
+            proc.zygote.close()
+    else:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream:
             stream.close()
@@ -356,8 +408,9 @@ def _probe(iso: Isolation) -> bool:
     limits = Limits(wall_s=20)
     try:
         call = run_sandboxed({"kind": "call", "program": "def f(x):\n    return x + 1\n", "fn_name": "f", "cases": [[1]]},
-                             limits=limits, iso=iso)
-        stdio = run_sandboxed({"kind": "stdio", "program": "print(int(input()) + 1)\n"}, stdin=b"1\n", limits=limits, iso=iso)
+                             limits=limits, iso=iso, reuse=False)
+        stdio = run_sandboxed({"kind": "stdio", "program": "print(int(input()) + 1)\n"}, stdin=b"1\n", limits=limits,
+                              iso=iso, reuse=False)
     except OSError:
         return False
     return call.records == [{"case": 0, "result": "2"}] and stdio.returncode == 0 and stdio.stdout == b"2\n"

@@ -1,23 +1,27 @@
 """The "code" verifier: run the response's program in the sandbox on the reference's tests; score = pass rate.
 
 Reference kinds: stdio (stdin -> stdout), call (function / `class Solution` method on JSON args) and check
-(HumanEval style `check(candidate)`). Expected outputs stay in this process: the sandbox reports what the
-program produced and the comparison happens here.
+(HumanEval style `check(candidate)`), or APPS / CodeContests / MBPP tests read into them (rewards/code/spec.py).
+Expected outputs stay in this process: the sandbox reports what the program produced and the comparison happens
+here. `answer_key` lets `score_batch` run a program once for all the items of a batch that hold it with the same
+tests and arguments: a group's samples often do.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 
-from rewards.code.sandbox import Limits, RunResult, detect_isolation, run_sandboxed
+from rewards.code import sandbox
+from rewards.code.sandbox import Limits, RunResult, detect_isolation
+from rewards.code.spec import call_passes, to_spec
 from rewards.registry import register_verifier
 from rewards.types import Reward
 
 _FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 _OPEN_FENCE = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\n", re.IGNORECASE)
-KINDS = ("stdio", "call", "check")
 
 
 def extract_program(response: str) -> str:
@@ -49,6 +53,11 @@ def json_equal(a, b) -> bool:
     return a == b
 
 
+def voted_program(program: str) -> str:
+    """The program as maj@k counts votes: identical code up to trailing whitespace and blank lines."""
+    return "\n".join(line.rstrip() for line in program.strip().splitlines() if line.strip())
+
+
 def _lines(text: str) -> list[str]:
     lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
     while lines and not lines[-1]:
@@ -57,17 +66,10 @@ def _lines(text: str) -> list[str]:
 
 
 def _validate(spec) -> dict:
-    if isinstance(spec, str):
-        spec = json.loads(spec)
-    if not isinstance(spec, dict) or spec.get("kind") not in KINDS:
-        raise ValueError(f"reference must be a dict with kind in {KINDS}")
-    if spec["kind"] in ("stdio", "call") and not spec.get("cases"):
-        raise ValueError("reference has no cases")
-    if spec["kind"] == "call" and not isinstance(spec.get("fn_name"), str):
-        raise ValueError("call reference needs fn_name")
-    if spec["kind"] == "check" and not (isinstance(spec.get("test"), str) and isinstance(spec.get("entry_point"), str)):
-        raise ValueError("check reference needs test and entry_point")
-    return spec
+    try:
+        return to_spec(spec)
+    except ValueError as e:
+        raise ValueError(f"the reference {e}") from None
 
 
 def _why(r: RunResult) -> str:
@@ -79,8 +81,9 @@ def _why(r: RunResult) -> str:
     return tail[0][:300]
 
 
-def _run_cases(spec: dict, program: str, limits: Limits) -> tuple[list[bool], str]:
+def _run_cases(spec: dict, program: str, limits: Limits, reuse: bool) -> tuple[list[bool], str]:
     """Pass/fail per case, and the first failure's reason."""
+    run_sandboxed = functools.partial(sandbox.run_sandboxed, reuse=reuse)
     kind = spec["kind"]
     if kind == "stdio":
         passed, why = [], ""
@@ -99,7 +102,7 @@ def _run_cases(spec: dict, program: str, limits: Limits) -> tuple[list[bool], st
         for i, case in enumerate(spec["cases"]):
             rec = got.get(i, {})
             try:
-                passed.append("result" in rec and json_equal(json.loads(rec["result"]), case["output"]))
+                passed.append("result" in rec and call_passes(spec, case["output"], json.loads(rec["result"]), json_equal))
             except ValueError:
                 passed.append(False)
         load_error = next((rec["load_error"] for rec in r.records if "load_error" in rec), "")
@@ -113,9 +116,11 @@ def _run_cases(spec: dict, program: str, limits: Limits) -> tuple[list[bool], st
 
 @register_verifier("code")
 def code_verifier(
-    response: str, reference, all_or_nothing: bool = False, time_limit_s: float = 5.0, memory_mb: int = 1024, **metadata
+    response: str, reference, all_or_nothing: bool = False, time_limit_s: float = 5.0, memory_mb: int = 1024,
+    reuse_sandbox: bool = True, **metadata
 ) -> Reward:
-    """Fraction of test cases passed (1/0 with all_or_nothing). time_limit_s and memory_mb apply per program run."""
+    """Fraction of test cases passed (1/0 with all_or_nothing). time_limit_s and memory_mb apply per program run;
+    reuse_sandbox=False starts a sandbox of its own for every run instead of forking it from the worker's zygote."""
     try:
         spec = _validate(reference)
     except (ValueError, TypeError, KeyError) as e:
@@ -125,11 +130,12 @@ def code_verifier(
         return Reward.fail("no_answer")
     limits = Limits(wall_s=time_limit_s, cpu_s=max(1, math.ceil(time_limit_s)), memory_mb=memory_mb)
     try:
-        passed, why = _run_cases(spec, program, limits)
+        passed, why = _run_cases(spec, program, limits, reuse_sandbox)
     except OSError as e:  # the sandbox itself failed to start: infrastructure, not a wrong program
         return Reward.fail("error", reason=f"sandbox failed: {e!r}")
     frac = sum(passed) / len(passed)
-    info = {"passed": sum(passed), "total": len(passed), "isolation": detect_isolation().namespaces}
+    info = {"passed": sum(passed), "total": len(passed), "isolation": detect_isolation().namespaces,
+            "answer": voted_program(program)}
     if why and frac < 1:
         info["first_failure"] = why
     if frac == 1.0:
@@ -137,4 +143,12 @@ def code_verifier(
     return Reward.wrong(0.0 if all_or_nothing else frac, **info)
 
 
+def answer_key(response: str, reference, metadata: dict) -> str:
+    """Items with equal keys score the same: the same program, tests and arguments (the reasoning around the
+    program may differ). score_batch runs one of them."""
+    tests = reference if isinstance(reference, str) else json.dumps(reference, sort_keys=True, default=str)
+    return json.dumps([extract_program(response), tests, metadata], sort_keys=True, default=str)
+
+
 code_verifier.timeout_s = 60.0  # default hard limit per item in score_batch: several sandboxed runs
+code_verifier.answer_key = answer_key

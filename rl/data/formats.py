@@ -1,16 +1,19 @@
 """Dataset row formats: how the columns of the datasets people already have become purerl's PromptRow fields.
 
-`data.format` picks one (`purerl`, `verl`, `gsm8k`, `math`, `conversational`); `data.keys` renames columns
+`data.format` picks one (`purerl`, `verl`, `gsm8k`, `math`, `conversational`, and for code `humaneval`, `mbpp`,
+`apps`, `codecontests`); `data.keys` renames columns
 (`{prompt: query}` reads the prompt from a column called `query`). A format is a function of one raw row that
 returns its fields, raising RowError naming the key at fault; rl.data.prompts adds the file and the row.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rewards.code.spec import from_asserts, from_io_lists, looks_like_code, to_spec
 from rl.registry import Registry
 
 
@@ -34,7 +37,8 @@ class RowFields:
 Format = Callable[[dict[str, Any], dict[str, str]], RowFields]
 FORMATS: Registry[Format] = Registry("data format")
 COLUMNS = ("prompt", "question", "problem", "answer", "solution", "metadata", "data_source", "reward_model",
-           "extra_info")
+           "extra_info", "test", "entry_point", "text", "test_list", "test_setup_code", "input_output", "starter_code",
+           "description", "public_tests", "private_tests", "generated_tests")
 """The column names a format reads, each renamable by `data.keys`."""
 
 
@@ -103,12 +107,12 @@ def purerl(raw: dict[str, Any], keys: dict[str, str]) -> RowFields:
 def verl(raw: dict[str, Any], keys: dict[str, str]) -> RowFields:
     """verl's parquet schema: `prompt` (chat messages), `data_source`, `reward_model: {style, ground_truth}`,
     `extra_info` (kept with the row). A ground truth that is not text or a number is kept as JSON text."""
-    import json
-
     reward = mapping(column(raw, keys, "reward_model"), keys.get("reward_model", "reward_model"))
     if "ground_truth" not in reward or reward["ground_truth"] in (None, ""):
         raise RowError("reward_model.ground_truth", "has no 'reward_model.ground_truth'")
     truth = reward["ground_truth"]
+    if looks_like_code(truth):  # PRIME / verl code rows: APPS-style tests as JSON, checked now, not mid-run
+        truth = code_answer(truth, "reward_model.ground_truth")
     truth = truth if isinstance(truth, (str, int, float)) and not isinstance(truth, bool) else json.dumps(truth)
     return RowFields(prompt_value(column(raw, keys, "prompt"), keys.get("prompt", "prompt")),
                      answer_text(truth, "reward_model.ground_truth"), {},
@@ -153,3 +157,79 @@ def conversational(raw: dict[str, Any], keys: dict[str, str]) -> RowFields:
     name = "solution" if keys.get("solution", "solution") in raw else "answer"
     return RowFields(prompt_value(column(raw, keys, "prompt"), keys.get("prompt", "prompt")),
                      answer_text(column(raw, keys, name), keys.get(name, name)), {}, source(raw, keys, "default"))
+
+
+def code_answer(value: Any, key: str) -> str:
+    """A code reference (rewards/code/spec.py) as the JSON text the code verifier reads; malformed -> RowError."""
+    try:
+        return json.dumps(to_spec(value))
+    except ValueError as e:
+        raise RowError(key, f"'{key}' {e}") from None
+
+
+def code_row(raw, keys, prompt: str, spec: dict, info_keys: tuple[str, ...] = ()) -> RowFields:
+    """A code row: the prompt, its tests as the verifier's reference, data_source `code` unless the row says."""
+    info = {k: raw[keys.get(k, k)] for k in info_keys if raw.get(keys.get(k, k)) is not None}
+    return RowFields(prompt_value(prompt, keys.get("prompt", "prompt")), json.dumps(spec), {},
+                     source(raw, keys, "code"), info)
+
+
+def checked(key: str, make: Callable[[], dict]) -> dict:
+    try:
+        return make()
+    except ValueError as e:
+        raise RowError(key, f"'{key}' {e}") from None
+
+
+@FORMATS.register("humaneval")
+def humaneval(raw: dict[str, Any], keys: dict[str, str]) -> RowFields:
+    """HumanEval: `prompt` (a signature and docstring), `test` (`def check(candidate)`), `entry_point`.
+    The response must hold the whole function: the prompt is not prepended to it."""
+    test_key, entry_key = keys.get("test", "test"), keys.get("entry_point", "entry_point")
+    test, entry = text(column(raw, keys, "test"), test_key), text(column(raw, keys, "entry_point"), entry_key)
+    spec = checked(test_key, lambda: to_spec({"kind": "check", "test": test, "entry_point": entry}))
+    return code_row(raw, keys, column(raw, keys, "prompt"), spec, ("task_id", "canonical_solution"))
+
+
+@FORMATS.register("mbpp")
+def mbpp(raw: dict[str, Any], keys: dict[str, str]) -> RowFields:
+    """MBPP (original or sanitized): `text` or `prompt`, `test_list` of asserts, optional `test_setup_code`."""
+    name = "prompt" if keys.get("prompt", "prompt") in raw else "text"
+    key = keys.get("test_list", "test_list")
+    asserts, setup = column(raw, keys, "test_list"), column(raw, keys, "test_setup_code", required=False) or ""
+    spec = checked(key, lambda: from_asserts(asserts, setup))
+    return code_row(raw, keys, column(raw, keys, name), spec, ("task_id", "code"))
+
+
+@FORMATS.register("apps")
+def apps(raw: dict[str, Any], keys: dict[str, str]) -> RowFields:
+    """APPS / TACO: `question`, `input_output` ({inputs, outputs[, fn_name]}, as JSON text or a mapping) and an
+    optional `starter_code`, shown after the question."""
+    key = keys.get("input_output", "input_output")
+    tests = column(raw, keys, "input_output")
+    if isinstance(tests, str):
+        try:
+            tests = json.loads(tests)
+        except ValueError as e:
+            raise RowError(key, f"'{key}' is not JSON ({e})") from None
+    if not isinstance(tests, dict) or "inputs" not in tests or "outputs" not in tests:
+        raise RowError(key, f"'{key}' must hold 'inputs' and 'outputs' lists")
+    spec = checked(key, lambda: from_io_lists(tests["inputs"], tests["outputs"], tests.get("fn_name")))
+    question = text(column(raw, keys, "question"), keys.get("question", "question"))
+    starter = column(raw, keys, "starter_code", required=False)
+    if isinstance(starter, str) and starter.strip():
+        question = f"{question}\n\nStart from this code:\n```python\n{starter.rstrip()}\n```"
+    return code_row(raw, keys, question, spec, ("problem_id", "difficulty"))
+
+
+@FORMATS.register("codecontests")
+def codecontests(raw: dict[str, Any], keys: dict[str, str]) -> RowFields:
+    """DeepMind CodeContests: `description`, stdio tests in `public_tests`, `private_tests` and `generated_tests`
+    ({input: [...], output: [...]} each, all of them used)."""
+    inputs, outputs = [], []
+    for name in ("public_tests", "private_tests", "generated_tests"):
+        tests = mapping(column(raw, keys, name, required=False), keys.get(name, name))
+        inputs += list(tests.get("input") or [])
+        outputs += list(tests.get("output") or [])
+    spec = checked(keys.get("public_tests", "public_tests"), lambda: from_io_lists(inputs, outputs))
+    return code_row(raw, keys, column(raw, keys, "description"), spec, ("name", "difficulty"))

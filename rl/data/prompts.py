@@ -7,7 +7,7 @@ rl/data/templates.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,12 @@ def encode(rows: list[PromptRow], tokenizer, template: str, system_prompt: str =
     """Renders each row's prompt with the template and tokenizes it."""
     return PromptSet(rows, [token_ids(render(r.prompt, template, tokenizer, system_prompt), template, tokenizer)
                             for r in rows])
+
+
+def concat(sets: list[PromptSet]) -> PromptSet:
+    """One set of several sources' rows, in order, renumbered so that every index is unique."""
+    rows = [row for s in sets for row in s.rows]
+    return PromptSet([replace(row, index=i) for i, row in enumerate(rows)], [ids for s in sets for ids in s.ids])
 
 
 def apply_template(question: str, template: str) -> str:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from rl.config import Config
-from rl.data import PromptSet, encode, load_prompts
+from rl.config import Config, DataSource
+from rl.data import PromptSet, concat, encode, load_prompts
 from rl.data.procedural import seed_of
 from rl.errors import ConfigError
 from rl.run.placement import Plan, actor_options, plan, reserve
@@ -98,18 +98,24 @@ class Session:
 
 def load_data(cfg: Config, tokenizer, trainable: bool) -> tuple[PromptSet, PromptSet, dict[str, PromptSet]]:
     """The training prompts, the held-out set and the eval sets, read by their formats and rendered by the
-    template. A procedural eval set may not share the training split's seed."""
+    template; data.mix's sources join data.train's rows. A procedural eval set may not share a training seed."""
     d = cfg.data
 
-    def prompts(path: str, fmt: str, keys: dict, split: str, limit: int | None = None) -> PromptSet:
-        return encode(load_prompts(path, split, limit, fmt, keys), tokenizer, d.template, d.system_prompt)
+    def prompts(path: str, fmt: str, keys: dict, split: str, limit: int | None = None, source: str = "") -> PromptSet:
+        rows = load_prompts(path, split, limit, fmt, keys)
+        return encode([replace(r, data_source=source) for r in rows] if source else rows, tokenizer, d.template,
+                      d.system_prompt)
 
-    train = prompts(d.train, d.format, d.keys, d.split) if trainable else PromptSet([], [])
+    def read(s: DataSource) -> PromptSet:
+        return prompts(s.path, s.format, s.keys, s.split, s.size or None, s.data_source)
+
+    train = concat([prompts(d.train, d.format, d.keys, d.split), *map(read, d.mix)]) if trainable else PromptSet([], [])
     held_out = prompts(d.eval, d.format, d.keys, d.split, d.eval_size)
-    sets = {name: prompts(e.path, e.format, e.keys, e.split, e.size) for name, e in cfg.eval.sets.items()}
+    sets = {name: read(e) for name, e in cfg.eval.sets.items()}
     for where, path in [("data.eval", d.eval), *((f"eval.sets.{n}.path", e.path) for n, e in cfg.eval.sets.items())]:
-        if trainable and seed_of(path) is not None and seed_of(path) == seed_of(d.train):
-            raise ConfigError(f"{path} uses the training split's seed: its problems would be trained on", where)
+        seeds = {seed_of(t) for t in [d.train, *(m.path for m in d.mix)]} - {None}
+        if trainable and seed_of(path) in seeds:
+            raise ConfigError(f"{path} uses a training split's seed: its problems would be trained on", where)
     return train, held_out, sets
 
 

@@ -3,9 +3,14 @@ a generated corpus, and an atomic save. Deterministic for a fixed seed."""
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import importlib
 import json
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -87,3 +92,94 @@ def save(model, tokenizer, out: Path, recipe: dict) -> None:
         tokenizer.save_pretrained(tmp)
         (tmp / "purerl_base.json").write_text(json.dumps(recipe))
     print(f"base-model: wrote {out}", flush=True)
+
+
+def model_config(vocab_size: int, eos_id: int):
+    """The tiny Qwen3-MoE every embedded base model uses: 4 layers, 8 experts of which 2 per token."""
+    from transformers import Qwen3MoeConfig
+
+    return Qwen3MoeConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        moe_intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        num_experts=8,
+        num_experts_per_tok=2,
+        norm_topk_prob=True,
+        decoder_sparse_step=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        router_aux_loss_coef=0.01,
+        torch_dtype="float32",
+    )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one embedded base model is made: its corpus generator and the defaults of its command line."""
+
+    corpus: Callable[[int, int], list[str]]  # (num_docs, seed) -> documents, each ending in EOS
+    out: str
+    num_docs: int
+    vocab_size: int
+    tokenizer_docs: int = 2000  # the first N documents train the tokenizer
+    meta: dict = field(default_factory=dict)  # written into purerl_base.json
+    sources: tuple[str, ...] = ()  # modules besides the corpus's own and this one whose code shapes the model
+
+    def fingerprint(self) -> str:
+        """sha256 of the code that makes this model: a changed recipe means a stale model."""
+        digest = hashlib.sha256()
+        for name in sorted({self.corpus.__module__, __name__, "rl.data.prompts", *self.sources}):
+            digest.update(Path(importlib.import_module(name).__file__).read_bytes())
+        return digest.hexdigest()
+
+    def is_built(self, out: Path) -> bool:
+        """`out` holds a model made by this recipe as it is now."""
+        try:
+            return json.loads((out / "purerl_base.json").read_text()).get("recipe_sha") == self.fingerprint()
+        except (OSError, ValueError):
+            return False
+
+
+def build(recipe: Recipe, out: Path, *, num_docs: int | None = None, batch_size: int = 64, lr: float = 3e-3,
+          vocab_size: int | None = None, seed: int = 0) -> None:
+    """Pretrain and save the recipe's model (num_docs and vocab_size default to the recipe's)."""
+    from transformers import Qwen3MoeForCausalLM
+
+    num_docs, vocab_size = num_docs or recipe.num_docs, vocab_size or recipe.vocab_size
+    torch.manual_seed(seed)
+    docs = recipe.corpus(num_docs, seed)
+    tokenizer = train_tokenizer(docs[: recipe.tokenizer_docs], vocab_size)
+    model = Qwen3MoeForCausalLM(model_config(len(tokenizer), tokenizer.eos_token_id))
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"base-model: {n_params / 1e6:.2f}M params, vocab {len(tokenizer)}, {num_docs} docs", flush=True)
+    pretrain(model, tokenizer, docs, batch_size=batch_size, lr=lr, seed=seed)
+    save(model, tokenizer, out, {"num_docs": num_docs, "seed": seed, **recipe.meta, "recipe_sha": recipe.fingerprint()})
+
+
+def main(recipe: Recipe, description: str) -> None:
+    """The command line of a base-model module: builds `--out` unless it exists (or --rebuild)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", type=Path, default=Path(recipe.out))
+    p.add_argument("--num-docs", type=int, default=recipe.num_docs)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--vocab-size", type=int, default=recipe.vocab_size)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rebuild", action="store_true", help="replace an existing model (make does this when the recipe changes)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads; 0 keeps the default")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if (args.out / "config.json").exists() and not args.rebuild:
+        print(f"base-model: {args.out} exists, nothing to do")
+        return
+    build(recipe, args.out, num_docs=args.num_docs, batch_size=args.batch_size, lr=args.lr,
+          vocab_size=args.vocab_size, seed=args.seed)
