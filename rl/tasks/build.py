@@ -17,6 +17,7 @@ from rl.tasks.pretrain import Recipe, build
 EMBEDDED = {  # model path -> the module whose RECIPE makes it
     "models/tiny-moe-base": "rl.tasks.arithmetic.base_model",
     "models/tiny-code-base": "rl.tasks.code.base_model",
+    "models/tiny-dsv3-base": "rl.tasks.arithmetic.deepseek",
 }
 
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -94,11 +95,11 @@ def save(model, tokenizer, out: Path, recipe: dict) -> None:
     print(f"base-model: wrote {out}", flush=True)
 
 
-def model_config(vocab_size: int, eos_id: int):
-    """The tiny Qwen3-MoE every embedded base model uses: 4 layers, 8 experts of which 2 per token."""
-    from transformers import Qwen3MoeConfig
+def qwen3_moe(vocab_size: int, eos_id: int):
+    """The tiny Qwen3-MoE the embedded base models use by default: 4 layers, 8 experts of which 2 per token."""
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
-    return Qwen3MoeConfig(
+    return Qwen3MoeForCausalLM(Qwen3MoeConfig(
         vocab_size=vocab_size,
         hidden_size=128,
         intermediate_size=256,
@@ -118,7 +119,26 @@ def model_config(vocab_size: int, eos_id: int):
         pad_token_id=eos_id,
         router_aux_loss_coef=0.01,
         torch_dtype="float32",
-    )
+    ))
+
+
+def deepseek_v3(vocab_size: int, eos_id: int):
+    """A tiny DeepSeek-V3 of the same width: multi-head latent attention (a 512 latent + 64 rope, the head vLLM's
+    CPU MLA kernel compiles for), a first dense layer, then 8 routed experts in 2 groups (top-2 from the best
+    group) plus a shared expert, sigmoid scores with the correction bias (docs/deepseek.md)."""
+    from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+
+    model = DeepseekV3ForCausalLM(DeepseekV3Config(
+        vocab_size=vocab_size, hidden_size=128, intermediate_size=256, moe_intermediate_size=128,
+        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=None, kv_lora_rank=512,
+        qk_rope_head_dim=64, qk_nope_head_dim=32, v_head_dim=32, n_routed_experts=8, n_shared_experts=1,
+        num_experts_per_tok=2, n_group=2, topk_group=1, first_k_dense_replace=1, routed_scaling_factor=1.0,
+        norm_topk_prob=True, max_position_embeddings=512, tie_word_embeddings=False, bos_token_id=eos_id,
+        eos_token_id=eos_id, pad_token_id=eos_id))
+    # transformers 5 writes neither; vLLM creates e_score_correction_bias only for noaux_tc (DeepSeek's own files
+    # have both). Extra config attributes are saved with the model, and kept by every checkpoint of it.
+    model.config.topk_method, model.config.scoring_func = "noaux_tc", "sigmoid"
+    return model
 
 
 @dataclass(frozen=True)
@@ -132,11 +152,13 @@ class Recipe:
     tokenizer_docs: int = 2000  # the first N documents train the tokenizer
     meta: dict = field(default_factory=dict)  # written into purerl_base.json
     sources: tuple[str, ...] = ()  # modules besides the corpus's own and this one whose code shapes the model
+    architecture: Callable[[int, int], Any] = qwen3_moe  # (vocab_size, eos_id) -> a fresh model to pretrain
 
     def fingerprint(self) -> str:
         """sha256 of the code that makes this model: a changed recipe means a stale model."""
         digest = hashlib.sha256()
-        for name in sorted({self.corpus.__module__, __name__, "rl.data.prompts", *self.sources}):
+        modules = {self.corpus.__module__, self.architecture.__module__, __name__, "rl.data.prompts", *self.sources}
+        for name in sorted(modules):
             digest.update(Path(importlib.import_module(name).__file__).read_bytes())
         return digest.hexdigest()
 
@@ -151,13 +173,11 @@ class Recipe:
 def build(recipe: Recipe, out: Path, *, num_docs: int | None = None, batch_size: int = 64, lr: float = 3e-3,
           vocab_size: int | None = None, seed: int = 0) -> None:
     """Pretrain and save the recipe's model (num_docs and vocab_size default to the recipe's)."""
-    from transformers import Qwen3MoeForCausalLM
-
     num_docs, vocab_size = num_docs or recipe.num_docs, vocab_size or recipe.vocab_size
     torch.manual_seed(seed)
     docs = recipe.corpus(num_docs, seed)
     tokenizer = train_tokenizer(docs[: recipe.tokenizer_docs], vocab_size)
-    model = Qwen3MoeForCausalLM(model_config(len(tokenizer), tokenizer.eos_token_id))
+    model = recipe.architecture(len(tokenizer), tokenizer.eos_token_id)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"base-model: {n_params / 1e6:.2f}M params, vocab {len(tokenizer)}, {num_docs} docs", flush=True)
     pretrain(model, tokenizer, docs, batch_size=batch_size, lr=lr, seed=seed)
