@@ -87,4 +87,3 @@ def test_deepseek_v3_trains_and_syncs_with_parity(tmp_path):
     assert all(m["grad_norm"] > 0 for m in lines)  # every step changed the weights the next one samples with
     assert summary["sync_max_abs_logprob_diff"] < PARITY_TOL
     assert all(m["rollout/logprob_abs_diff_max"] < PARITY_TOL for m in lines)
-    assert all(m["moe/routing_agreement"] > 0.99 for m in lines)  # the engine's group-limited sigmoid routing
