@@ -128,7 +128,9 @@ def code_verifier(
     program = extract_program(response)
     if not program.strip():
         return Reward.fail("no_answer")
-    limits = Limits(wall_s=time_limit_s, cpu_s=max(1, math.ceil(time_limit_s)), memory_mb=memory_mb)
+    # CPU time is a backstop a second past the wall clock, so that a busy single-threaded program is stopped (and
+    # reported) by the wall clock; several threads can still run into it first
+    limits = Limits(wall_s=time_limit_s, cpu_s=math.ceil(time_limit_s) + 1, memory_mb=memory_mb)
     try:
         passed, why = _run_cases(spec, program, limits, reuse_sandbox)
     except OSError as e:  # the sandbox itself failed to start: infrastructure, not a wrong program

@@ -148,9 +148,3 @@ def give_back(key, zygote: Zygote, failed: bool = False) -> None:
     with _LOCK:
         _BUSY.discard(key)
 
-
-def close_all() -> None:
-    for zygote in list(_ZYGOTES.values()):
-        if zygote.owner == os.getpid() and not zygote.broken:
-            zygote.close()
-    _ZYGOTES.clear()
