@@ -293,9 +293,14 @@ class MoeConfig:
     """`vllm` (or `true`): the trainer's forward passes use the experts the engine routed each sampled token to (rollout
     routing replay; needs rollout.capture_routing). `trainer`: they use the experts the trainer's pre-update
     forward chose (needs algo.old_logprobs=trainer, which records them; GSPO's routing replay)."""
+    bias_update_rate: float = 0.0
+    """DeepSeek-V3's auxiliary-loss-free balancing: after each optimizer step every router's correction bias moves
+    by this rate against its experts' load in the step's tokens (b_i += rate * sign(mean load - load_i)); the load
+    is the replayed routing's under moe.routing_replay. 0 keeps the bias frozen. Needs a router with a bias."""
 
     def __post_init__(self):
         require(self.aux_loss_coef >= 0, "aux_loss_coef", "must be >= 0")
+        require(self.bias_update_rate >= 0, "bias_update_rate", "must be >= 0 (0 = frozen)")
 
 
 @dataclass

@@ -30,21 +30,21 @@ def main() -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from rl.batch.build import build_tokens
     from rl.data import apply_template, load_prompts
-    from rl.families import top_k_of
+    from rl.families import routing_of
     from rl.objectives.mismatch import mismatch_metrics
     from rl.trainer.forward import token_logprobs
-    from rl.trainer.moe import RoutingHooks, sampler_agreement
+    from rl.trainer.moe import RoutingHooks, router_biases, sampler_agreement
     from rl.trainer.policy import load_policy, load_tokenizer
     from rollout.engine import create_engine, generate_groups, install_capture, sampling_params
     from rollout.types import EngineSpec, Sampling
 
     tok = load_tokenizer(args.model)
     policy = load_policy(args.model, args.dtype, trainable=False)
-    k = top_k_of(policy.config)
+    routing = routing_of(policy.config)
     rows = load_prompts("rl/tasks/arithmetic/data/heldout.jsonl")[: args.prompts]
     ids = [tok(apply_template(r.question, "r1_zero"))["input_ids"] for r in rows]
     llm = create_engine(EngineSpec(args.model, dtype=args.dtype, max_model_len=max(map(len, ids)) + args.max_new_tokens))
-    install_capture(llm, k)
+    install_capture(llm, routing.top_k)
     groups = generate_groups(llm, ids, list(range(len(ids))), sampling_params(Sampling(args.n, 1.0, 1.0, args.max_new_tokens,
                                                                                      ("</answer>",))),
                              capture_routing=True)
@@ -55,7 +55,8 @@ def main() -> None:
     result = {"dtype": args.dtype, "samples": P * G, "response_tokens": int(batch.response_mask.sum())}
     with torch.no_grad():
         fwd = token_logprobs(policy, batch.input_ids, batch.attention_mask, with_router=True)
-        agree, total = sampler_agreement(fwd.router_logits, batch.sampler_experts, positions, k)
+        agree, total = sampler_agreement(fwd.router_logits, batch.sampler_experts, positions, routing,
+                                         router_biases(policy))
         result["without_replay"] = {"routing_agreement": agree / total,
                                     **mismatch_metrics(fwd.logps.float(), batch.sampler_logps, batch.response_mask)}
         # replay, then record what the experts actually received (a hook registered after the replay's)

@@ -74,16 +74,80 @@ def test_engine_settings_for_mla_on_cpu(tmp_path):
     assert cpu_mla_settings(EngineSpec(model_path="models/tiny-moe-base", dtype="float32")) == {}  # not MLA
 
 
-def test_deepseek_v3_trains_and_syncs_with_parity(tmp_path):
+def test_deepseek_v3_trains_with_replay_and_a_live_bias(tmp_path):
+    """Two steps replaying the engine's routing while the bias moves: the engine's capture picks experts as
+    DeepSeek-V3 does (sigmoid + bias, group-limited), so the trainer agrees with it on every token, and the moved
+    bias reaches the engines (parity holds on the next step's samples)."""
     torch.manual_seed(0)
     path = tiny_deepseek_v3(tmp_path / "dsv3")
     cfg = load_config("configs/tiny.yaml", [
         f"model.path={path}", "trainer.prompts_per_step=4", "rollout.n=4", "rollout.max_new_tokens=16",
         "trainer.steps=2", "trainer.lr=1e-3", "reward.terms=[{verifier: 'tests.test_deepseek:length_reward'}]",
         "reward.accuracy_verifier=tests.test_deepseek:length_reward", "run.eval_before=false", "run.eval_after=false",
-        "log.plot=false", f"run.dir={tmp_path / 'run'}"])
+        "moe.routing_replay=vllm", "moe.bias_update_rate=0.05", "log.plot=false", f"run.dir={tmp_path / 'run'}"])
     summary = train(cfg)
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(m["grad_norm"] > 0 for m in lines)  # every step changed the weights the next one samples with
+    for step, m in enumerate(lines, start=1):
+        assert 0.0 < m["moe/bias_abs_mean"] <= 0.05 * step + 1e-6  # sign steps of 0.05 from a zero bias
+        assert m["moe/routing_agreement"] > 0.999 and m["moe/replay_agreement"] > 0.999
+        assert m["rollout/logprob_abs_diff_max"] < PARITY_TOL
     assert summary["sync_max_abs_logprob_diff"] < PARITY_TOL
-    assert all(m["rollout/logprob_abs_diff_max"] < PARITY_TOL for m in lines)
+
+
+def test_deepseek_v3_sync_parity_and_its_negative(tmp_path):
+    """After a sync the engine's logprobs of its own samples equal the trainer's. A bias moved on the trainer and
+    not synced is caught by the same check, and the next sync carries it (the engine's bias equals the trainer's);
+    likewise a moved kv_b_proj, which the engine must absorb into its MLA layout again on every sync."""
+    import ray
+
+    from rl.collect.collector import Collector
+    from rl.collect.generate import sampling
+    from rl.data.sampler import EpochSampler
+    from rl.run.session import Session
+    from rl.sync.parity import max_logprob_gap
+    from rl.sync.weights import sync_weights
+    from rl.train import rl_step
+    from rl.trainer.moe import router_biases
+
+    torch.manual_seed(0)
+    path = tiny_deepseek_v3(tmp_path / "dsv3")
+    cfg = load_config("configs/tiny.yaml", [
+        f"model.path={path}", "trainer.prompts_per_step=4", "rollout.n=4", "rollout.max_new_tokens=16",
+        "trainer.lr=1e-3", "data.eval_size=16", "eval.sets.heldout.size=16", f"run.dir={tmp_path}",
+        "reward.terms=[{verifier: 'tests.test_deepseek:length_reward'}]",
+        "reward.accuracy_verifier=tests.test_deepseek:length_reward"])
+    s = Session.start(cfg)
+    try:
+        rl_step(s, Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), 0)), 1)
+        prompts, idx, four = s.eval.head(4).ids, s.eval.head(4).indices(), sampling(cfg.rollout, 4)
+
+        def engine_biases(worker) -> list[torch.Tensor]:  # inside the engine (nested: Ray pickles it by value)
+            from rl.families import ROUTER_BIAS, is_router
+
+            named = worker.model_runner.model.named_modules()
+            return [getattr(m, ROUTER_BIAS).detach().cpu().clone() for n, m in named if is_router(n)]
+
+        def gap() -> float:
+            groups = s.pool.generate(prompts, idx, four)
+            return max_logprob_gap(s.policy, groups, cfg.rollout.temperature, s.tokenizer.pad_token_id)
+
+        assert gap() < PARITY_TOL
+        with torch.no_grad():  # move only the bias: routing changes, no weight does
+            for b in router_biases(s.policy):
+                b.copy_(torch.randn(b.shape, generator=torch.Generator().manual_seed(1)) * 2.0)
+        assert gap() > PARITY_TOL, "a bias the engine does not have must be caught by the parity check"
+        sync_weights(s.sender, s.pool, s.trainer, 2)
+        held = ray.get(s.pool.workers[0].run.remote(engine_biases))
+        assert all(torch.equal(e, t.detach().cpu()) for e, t in zip(held, router_biases(s.policy), strict=True))
+        assert gap() < PARITY_TOL
+
+        with torch.no_grad():  # move only kv_b_proj, which vLLM absorbs into its MLA layout after loading
+            for layer in s.policy.model.layers:
+                w = layer.self_attn.kv_b_proj.weight
+                w.add_(torch.randn(w.shape, generator=torch.Generator().manual_seed(2)) * 0.05)
+        assert gap() > PARITY_TOL, "an MLA weight the engine does not have must be caught by the parity check"
+        sync_weights(s.sender, s.pool, s.trainer, 3)
+        assert gap() < PARITY_TOL  # the sync redid the absorption
+    finally:
+        s.close()

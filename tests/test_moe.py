@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rl.families import top_k_of
+from rl.families import Routing, top_k_of
 from rl.trainer.moe import freeze_router, router_counts, router_metrics, router_parameters, topk_agreement
 
 
@@ -21,7 +21,7 @@ def tiny_moe(seed: int = 0):
 
 def test_router_counts_take_top_k_of_unmasked_tokens():
     logits = torch.tensor([[3.0, 2.0, 0.0, -1.0], [0.0, 5.0, 4.0, 0.0], [9.0, 9.5, 0.0, 0.0]])
-    counts, ent = router_counts((logits,), torch.tensor([True, True, False]), top_k=2)
+    counts, ent = router_counts((logits,), torch.tensor([True, True, False]), Routing(top_k=2), [None])
     assert counts.tolist() == [[1.0, 2.0, 1.0, 0.0]]  # token 0 -> {0, 1}, token 1 -> {1, 2}; token 2 masked
     p = torch.softmax(logits[:2], -1)
     assert ent.item() == pytest.approx(float(-(p * p.log()).sum()), rel=1e-6)

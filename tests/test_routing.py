@@ -3,6 +3,7 @@
 import torch
 
 from rl.batch.build import build_tokens
+from rl.families import Routing
 from rl.trainer.moe import sampler_agreement
 from rollout.types import Completion, RolloutGroup
 from rollout.vllm_ext.routing import parse_request_id
@@ -36,4 +37,4 @@ def test_sampler_agreement_counts_position_layer_pairs():
     sampler = torch.tensor([[[[1, 0], [2, 1]], [[3, 2], [0, 1]], [[0, 0], [0, 0]]]])  # (1, 3, 2, 2)
     positions = torch.tensor([[True, True, False]])
     # layer 0: {0,1}=={0,1} yes, {2,3}=={2,3} yes; layer 1: {1,2}=={1,2} yes, {0,3} vs {0,1} no
-    assert sampler_agreement((l0, l1), sampler, positions, top_k=2) == (3, 4)
+    assert sampler_agreement((l0, l1), sampler, positions, Routing(top_k=2), [None, None]) == (3, 4)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from rl.batch.types import micro_slices
-from rl.families import is_router
+from rl.families import ROUTER_BIAS, Routing, bias_step, is_router, routing_of
 
 
 def router_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
@@ -29,20 +29,28 @@ def freeze_router(model) -> int:
     return len(params)
 
 
-def router_counts(router_logits: tuple[Tensor, ...], token_mask: Tensor, top_k: int) -> tuple[Tensor, Tensor]:
+def router_counts(router_logits: tuple[Tensor, ...], token_mask: Tensor, routing: Routing,
+                  biases: list[Tensor | None]) -> tuple[Tensor, Tensor]:
     """Per-layer tokens per expert (L, E) and summed router entropy (L,) over the positions in token_mask (N,).
 
-    An expert's load counts each token once per layer if it is among the token's top-k experts.
+    An expert's load counts each token once per layer if the router chooses it (`Routing.choose`, with the layer's
+    correction bias where the family has one).
     """
     counts, entropy = [], []
     keep = token_mask.reshape(-1).bool()
-    for logits in router_logits:
-        logits = logits.detach().float()[keep]  # (n, E)
-        probs = torch.softmax(logits, dim=-1)
-        chosen = logits.topk(top_k, dim=-1).indices  # (n, k)
-        counts.append(torch.bincount(chosen.reshape(-1), minlength=logits.shape[-1]).float())
-        entropy.append(-(probs * torch.log(probs.clamp_min(1e-20))).sum())
+    for logits, bias in zip(router_logits, biases):
+        logits = logits.detach()[keep.to(logits.device)]  # (n, E)
+        chosen = routing.choose(logits, bias)  # (n, k)
+        counts.append(torch.bincount(chosen.reshape(-1).cpu(), minlength=logits.shape[-1]).float())
+        entropy.append(routing.entropy(logits).sum().cpu())
     return torch.stack(counts), torch.stack(entropy)
+
+
+def expert_counts(experts: Tensor, token_mask: Tensor, num_experts: int) -> Tensor:
+    """(L, E) tokens per expert of recorded routing experts (b, w, L, k) over the positions in token_mask (b, w)."""
+    kept = experts[token_mask.bool()].long()  # (n, L, k)
+    return torch.stack([torch.bincount(kept[:, i].reshape(-1), minlength=num_experts).float()
+                        for i in range(kept.shape[1])])
 
 
 def router_metrics(counts: Tensor, entropy_sum: Tensor, num_tokens: int) -> dict[str, float]:
@@ -83,8 +91,33 @@ def topk_agreement(own: Tensor, theirs: Tensor, keep: Tensor | None = None) -> t
 
 def moe_routers(model) -> list[torch.nn.Module]:
     """transformers' top-k router modules, in layer order. They return (logits, scores, indices):
-    Qwen3-MoE, Qwen2-MoE and Mixtral share this interface in transformers 5."""
+    Qwen3-MoE, Qwen2-MoE, Mixtral and DeepSeek-V3 share this interface in transformers 5."""
     return [m for n, m in model.named_modules() if is_router(n) and hasattr(m, "top_k")]
+
+
+def router_biases(model) -> list[Tensor | None]:
+    """Each MoE layer's correction bias (E,) (DeepSeek-V3), None where its router has none; in layer order."""
+    return [getattr(r, ROUTER_BIAS, None) for r in moe_routers(model)]
+
+
+@torch.no_grad()
+def update_router_bias_(model, load: Tensor, rate: float) -> None:
+    """Auxiliary-loss-free balancing after an optimizer step: every layer's bias moves by `rate` against its
+    experts' load (L, E) (`rl.families.bias_step`). The bias is a buffer, not a parameter: no optimizer sees it,
+    and the sync sends it with the weights."""
+    biases = router_biases(model)
+    if any(b is None for b in biases):
+        raise ValueError(f"moe.bias_update_rate: the policy's routers have no {ROUTER_BIAS} (only DeepSeek-V3-style "
+                         "routers balance with a bias)")
+    for bias, layer_load in zip(biases, load):
+        bias.copy_(bias_step(bias.float(), layer_load.to(bias.device), rate))
+
+
+def bias_metrics(model) -> dict[str, float]:
+    """`moe/bias_abs_mean` (mean |b| over every layer's experts, after this step's update) where the routers have a
+    correction bias; empty otherwise."""
+    biases = [b for b in router_biases(model) if b is not None]
+    return {"moe/bias_abs_mean": float(torch.cat([b.detach().float().abs().cpu() for b in biases]).mean())} if biases else {}
 
 
 class RoutingHooks:
@@ -92,12 +125,12 @@ class RoutingHooks:
 
     `record`: after the pass, `experts()` is (b, w, layers, k), the top-k experts per token and layer.
     `replay` (b, w, layers, k): each router returns those experts instead of its own top-k; the gate weights are
-    the current router's softmax over the replayed experts (renormalised when the model renormalises), so the
-    router still gets gradients. `agree / total` counts the tokens whose own top-k set equals the replayed one.
+    the current router's over the replayed experts (`Routing.gates`: its softmax, or DeepSeek-V3's sigmoid scores
+    normalised and scaled), so the router still gets gradients. `agree / total` counts the tokens whose own top-k set equals the replayed one.
     """
 
     def __init__(self, model, shape: tuple[int, int], replay: Tensor | None = None, token_mask: Tensor | None = None):
-        self.routers = moe_routers(model)
+        self.routers, self.routing = moe_routers(model), routing_of(model.config)
         self.token_mask = None if token_mask is None else token_mask.reshape(-1).bool()
         if not self.routers:
             raise ValueError("routing replay: the policy has no top-k router modules (is it an MoE model?)")
@@ -123,11 +156,7 @@ class RoutingHooks:
             chosen = self.replay[:, :, layer].reshape(-1, own.shape[-1]).to(own.device)  # (N, k)
             agree, total = topk_agreement(own, chosen, self.token_mask)
             self.agree, self.total = self.agree + agree, self.total + total
-            probs = torch.softmax(logits.float(), dim=-1)
-            scores = probs.gather(-1, chosen)
-            if getattr(module, "norm_topk_prob", True):
-                scores = scores / scores.sum(-1, keepdim=True)
-            return logits, scores.to(logits.dtype), chosen
+            return logits, self.routing.gates(logits, chosen).to(out[1].dtype), chosen
 
         return hook
 
@@ -156,16 +185,17 @@ def logprobs_and_routing(model, input_ids: Tensor, attention_mask: Tensor, tempe
     return logps, experts
 
 
-def sampler_agreement(router_logits: tuple[Tensor, ...], sampler_experts: Tensor, positions: Tensor, top_k: int) -> tuple[int, int]:
-    """(agreeing, total) (position, layer) pairs whose trainer top-k set equals the engine's.
+def sampler_agreement(router_logits: tuple[Tensor, ...], sampler_experts: Tensor, positions: Tensor,
+                      routing: Routing, biases: list[Tensor | None]) -> tuple[int, int]:
+    """(agreeing, total) (position, layer) pairs whose trainer expert set equals the engine's.
 
-    router_logits: per layer (b * w, E) from the trainer's forward; sampler_experts (b, w, layers, k);
-    positions (b, w) bool, the input positions to compare.
+    router_logits: per layer (b * w, E) from the trainer's forward, routed by `routing` with the layer's bias;
+    sampler_experts (b, w, layers, k); positions (b, w) bool, the input positions to compare.
     """
     b, w = positions.shape
     agree = total = 0
-    for layer, logits in enumerate(router_logits):
-        own = logits.detach().topk(top_k, dim=-1).indices.view(b, w, top_k)
+    for layer, (logits, bias) in enumerate(zip(router_logits, biases)):
+        own = routing.choose(logits.detach(), bias).view(b, w, routing.top_k)
         a, n = topk_agreement(own, sampler_experts[:, :, layer], positions)
         agree, total = agree + a, total + n
     return agree, total

@@ -11,14 +11,14 @@ import torch
 
 from rl.batch.types import TrainBatch
 from rl.config import Config
-from rl.errors import UserError
-from rl.families import top_k_of
+from rl.errors import ConfigError, UserError
+from rl.families import ROUTER_BIAS, top_k_of
 from rl.sync.parity import max_logprob_gap
 from rl.trainer.device import autocast, compute_dtype, trainer_device
 from rl.trainer.dist import full_state, load_sharded, world
 from rl.trainer.export import checkpoint_tensors
 from rl.trainer.forward import batched_logprobs
-from rl.trainer.moe import freeze_router, logprobs_and_routing
+from rl.trainer.moe import freeze_router, logprobs_and_routing, router_biases
 from rl.trainer.optim import make_optimizer
 from rl.trainer.policy import empty_policy, load_policy
 from rl.trainer.update import UpdateResult, update
@@ -55,6 +55,9 @@ class Trainer:
             model = load_policy(*args).to(self.device)
         if trainable and c.moe.freeze_router:
             freeze_router(model)
+        if trainable and c.moe.bias_update_rate > 0 and not _has_biases(model):
+            raise ConfigError(f"needs a policy whose routers have a correction bias (DeepSeek-V3's {ROUTER_BIAS}); "
+                              f"{path} has none", "moe.bias_update_rate")
         if trainable and c.trainer.activation_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return model
@@ -152,3 +155,9 @@ class Trainer:
             r = torch.load(rng, weights_only=False)
             torch.set_rng_state(r["torch_rng"])
             random.setstate(r["python_rng"])
+
+
+def _has_biases(model) -> bool:
+    """True when every MoE layer's router has a correction bias (and there is at least one)."""
+    biases = router_biases(model)
+    return bool(biases) and all(b is not None for b in biases)

@@ -15,13 +15,22 @@ import torch
 
 from rl.batch.types import TrainBatch
 from rl.config import Config
-from rl.families import top_k_of
+from rl.families import Routing, routing_of
 from rl.objectives import LossInputs, get_loss
 from rl.objectives.aggregation import aggregate, count_seqs, count_tokens
 from rl.objectives.kl import kl_penalty
 from rl.trainer.dist import all_reduce_grads_, all_reduce_sum_, is_sharded, rank_micro_batches, world
 from rl.trainer.forward import Forward, token_logprobs
-from rl.trainer.moe import RoutingHooks, router_counts, router_metrics, sampler_agreement
+from rl.trainer.moe import (
+    RoutingHooks,
+    bias_metrics,
+    expert_counts,
+    router_biases,
+    router_counts,
+    router_metrics,
+    sampler_agreement,
+    update_router_bias_,
+)
 from rl.trainer.optim import Optim
 
 
@@ -56,8 +65,9 @@ class Seen:
     """What the forward passes of one optimizer step saw before it: the trainer's logprobs and router load."""
 
     logps: torch.Tensor  # (B, L-1) detached, 0 in rows another rank computed
-    counts: torch.Tensor | None = None  # (layers, E) tokens per expert
+    counts: torch.Tensor | None = None  # (layers, E) tokens per expert, as the trainer's routers choose
     entropy: torch.Tensor | None = None  # (layers,) summed router entropy
+    load: torch.Tensor | None = None  # (layers, E) tokens per expert of the routing the forwards used (replayed or own)
 
 
 @dataclass(frozen=True)
@@ -71,7 +81,7 @@ def policy_step(model, optim: Optim, batch: TrainBatch, cfg: Config) -> tuple[di
     """Accumulates gradients over micro-batches so the loss equals the full-batch loss, then steps once.
     Returns the step's metrics, what its forwards saw before the step, and the step's sums."""
     num_seqs, num_tokens = count_seqs(batch.mask), count_tokens(batch.mask)
-    sums, seen, top_k = StepSums(), Seen(torch.zeros_like(batch.old_logps)), top_k_of(model.config)
+    sums, seen, routing = StepSums(), Seen(torch.zeros_like(batch.old_logps)), routing_of(model.config)
     rank, ranks = world()
     sharded = ranks > 1 and is_sharded(model)
     model.train()
@@ -83,24 +93,27 @@ def policy_step(model, optim: Optim, batch: TrainBatch, cfg: Config) -> tuple[di
             token_logprobs(model, batch.input_ids[:1, :2], batch.attention_mask[:1, :2]).logps.sum().mul(0).backward()
             continue
         mb = batch.slice(start, end)
-        fwd = _forward(model, mb, cfg, top_k, sums)
+        fwd = _forward(model, mb, cfg, routing, sums)
         loss = _micro_loss(fwd, mb, cfg, sums, share=len(mb) / len(batch), counts=(num_seqs, num_tokens))
         (loss * ranks if sharded else loss).backward()  # FSDP averages over the ranks (rl.trainer.dist.shard_model)
-        _record(seen, sums, fwd, mb, start, top_k)
+        _record(seen, sums, fwd, mb, start, routing, router_biases(model))
     sums.all_reduce(*_seen_tensors(seen))
     params = [p for p in model.parameters() if p.requires_grad]
     if ranks > 1 and not sharded:  # FSDP has summed the gradients already, into each rank's shard
         all_reduce_grads_(params)
     grad_norm, optimizer_s = optim.step(params, cfg.trainer.grad_clip)
-    return _step_metrics(sums, grad_norm, optim.lr(), num_tokens, cfg) | {"time/optimizer": optimizer_s}, seen, sums
+    if cfg.moe.bias_update_rate > 0 and seen.load is not None:  # every rank holds the summed load: same update
+        update_router_bias_(model, seen.load, cfg.moe.bias_update_rate)
+    metrics = _step_metrics(sums, grad_norm, optim.lr(), num_tokens, cfg) | bias_metrics(model)
+    return metrics | {"time/optimizer": optimizer_s}, seen, sums
 
 
-def _forward(model, mb: TrainBatch, cfg: Config, top_k: int | None, sums: StepSums) -> Forward:
+def _forward(model, mb: TrainBatch, cfg: Config, routing: Routing | None, sums: StepSums) -> Forward:
     """The micro-batch's forward with gradients; it replays the batch's routing when it has one."""
     temperature = cfg.rollout.temperature
     if mb.routed_experts is None:
         return token_logprobs(model, mb.input_ids, mb.attention_mask, temperature, with_entropy=True,
-                              with_router=top_k is not None, pack=cfg.trainer.pack_sequences)
+                              with_router=routing is not None, pack=cfg.trainer.pack_sequences)
     positions = torch.nn.functional.pad(mb.mask, (0, 1))  # inputs whose outputs score response tokens
     with RoutingHooks(model, tuple(mb.input_ids.shape), mb.routed_experts, positions) as replay:
         fwd = token_logprobs(model, mb.input_ids, mb.attention_mask, temperature, with_entropy=True, with_router=True)
@@ -132,24 +145,28 @@ def _micro_loss(fwd: Forward, mb: TrainBatch, cfg: Config, sums: StepSums, share
     return loss
 
 
-def _record(seen: Seen, sums: StepSums, fwd: Forward, mb: TrainBatch, start: int, top_k: int | None) -> None:
-    """Files what this micro-batch's forward saw: its logprobs, router load and agreement with the engine."""
+def _record(seen: Seen, sums: StepSums, fwd: Forward, mb: TrainBatch, start: int, routing: Routing | None,
+            biases: list) -> None:
+    """Files what this micro-batch's forward saw: its logprobs, router load and agreement with the engine, and
+    the load of the routing it used (the replayed experts under replay), which steers the bias update."""
     seen.logps[start : start + len(mb), : fwd.logps.shape[1]] = fwd.logps.detach()
     if not fwd.router_logits:
         return
     if mb.sampler_experts is not None:
         positions = torch.nn.functional.pad(mb.mask, (0, 1))  # (b, w) inputs whose outputs score response tokens
-        agree, total = sampler_agreement(fwd.router_logits, mb.sampler_experts, positions, top_k)
+        agree, total = sampler_agreement(fwd.router_logits, mb.sampler_experts, positions, routing, biases)
         sums.sampler_agree += agree
         sums.sampler_total += total
-    counts, entropy = router_counts(fwd.router_logits, mb.attention_mask, top_k)
+    counts, entropy = router_counts(fwd.router_logits, mb.attention_mask, routing, biases)
+    load = counts if mb.routed_experts is None else expert_counts(mb.routed_experts, mb.attention_mask, counts.shape[1])
     seen.counts = counts if seen.counts is None else seen.counts + counts
     seen.entropy = entropy if seen.entropy is None else seen.entropy + entropy
+    seen.load = load if seen.load is None else seen.load + load
     sums.router_tokens += int(mb.attention_mask.sum())
 
 
 def _seen_tensors(seen: Seen) -> list[torch.Tensor]:
-    return [seen.logps] + ([seen.counts, seen.entropy] if seen.counts is not None else [])
+    return [seen.logps] + ([seen.counts, seen.entropy, seen.load] if seen.counts is not None else [])
 
 
 def _step_metrics(sums: StepSums, grad_norm: float, lr: float, num_tokens: int, cfg: Config) -> dict:
@@ -215,6 +232,8 @@ def _update_metrics(steps: list[dict], router: RouterLoad, agreement: float | No
     out["grad_norm_max"] = max(m["grad_norm"] for m in steps)
     out["optimizer_steps"] = len(steps)
     out["time/optimizer"] = sum(m["time/optimizer"] for m in steps)
+    if "moe/bias_abs_mean" in steps[-1]:  # the bias the engines get, not a mean over the steps
+        out["moe/bias_abs_mean"] = steps[-1]["moe/bias_abs_mean"]
     if router.counts is not None:
         out.update(router_metrics(router.counts, router.entropy, router.tokens))
     if agreement is not None:

@@ -4,7 +4,9 @@ vLLM 0.32 returns routed experts only with Model Runner V2, which needs Triton, 
 - a wrapper on the model runner's `_prepare_inputs` records the step's batch layout: the request ids in batch
   order and how many tokens each one has in this forward;
 - a forward hook on every MoE layer's router (`rl.families.is_router`) takes its router logits (num_tokens, E), picks the
-  top-k experts as vLLM's router does (top-k of the softmax, i.e. of the logits), and files each request's rows.
+  experts as vLLM's router does (`rl.families.Routing.choose` for the engine's own config: top-k of the softmax,
+  or DeepSeek-V3's group-limited top-k of sigmoid scores plus the router's correction bias), and files each
+  request's rows.
 A request's rows concatenate, in order, to its routing at positions 0 .. prompt_len + generated - 2 (every
 token that was fed to the model; the last sampled token never is). Prefix caching must be off (it is).
 This reaches into vLLM internals of the pinned version; `tests/test_e2e.py` guards it (`moe/routing_agreement`
@@ -17,7 +19,7 @@ from collections import defaultdict
 
 import torch
 
-from rl.families import is_router
+from rl.families import ROUTER_BIAS, is_router, routing_of
 
 
 class RoutingCapture:
@@ -25,7 +27,11 @@ class RoutingCapture:
 
     def __init__(self, worker, top_k: int):
         runner = worker.model_runner
-        self.runner, self.top_k = runner, top_k
+        self.runner, self.routing = runner, routing_of(runner.model_config.hf_config)
+        if self.routing is None or self.routing.top_k != top_k:
+            raise ValueError(f"routing capture: the engine's model config routes to "
+                             f"{None if self.routing is None else self.routing.top_k} experts per token, the trainer's "
+                             f"to {top_k}: are both the same model?")
         self.layout: list[tuple[str, int]] | None = None
         self.step: dict[int, torch.Tensor] = {}  # layer -> (N, k) of the current forward
         self.rows: dict[str, list[torch.Tensor]] = defaultdict(list)  # request -> [(n, layers, k)] chunks
@@ -48,7 +54,8 @@ class RoutingCapture:
             if self.layout is None:  # warm-up and profiling passes
                 return
             logits = out[0] if isinstance(out, tuple) else out
-            self.step[layer] = logits.detach().topk(self.top_k, dim=-1).indices.to(torch.int16)  # (N, k)
+            chosen = self.routing.choose(logits.detach(), getattr(module, ROUTER_BIAS, None))  # (N, k)
+            self.step[layer] = chosen.to(torch.int16)
 
         return hook
 
