@@ -148,6 +148,9 @@ class RolloutConfig:
     """Nucleus sampling threshold."""
     max_new_tokens: int = 64
     """Cap on generated tokens per sample."""
+    min_new_tokens: int = 0
+    """Floor on generated tokens per sample: EOS and the stop strings are ignored until then (vLLM `min_tokens`).
+    Equal to max_new_tokens, every answer is exactly that long: the fixed work of `make bench-sweep`."""
     stop: list[str] = field(default_factory=lambda: ["</answer>"])
     """Stop strings; the stop string is kept in the output so the format reward can see it."""
     kv_cache_gib: int = 1
@@ -171,6 +174,8 @@ class RolloutConfig:
         require(self.n >= 2, "n", "must be >= 2 (GRPO needs a group)")
         require(self.num_engines >= 1, "num_engines", "must be >= 1")
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        require(0 <= self.min_new_tokens <= self.max_new_tokens, "min_new_tokens",
+                f"must be in 0..rollout.max_new_tokens={self.max_new_tokens}")
         require(self.temperature > 0, "temperature", "must be > 0")
         require(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         require(self.engine_cpus > 0, "engine_cpus", "must be > 0")

@@ -88,6 +88,7 @@ def sampling_params(s: Sampling):
         temperature=s.temperature,
         top_p=s.top_p,
         max_tokens=s.max_new_tokens,
+        min_tokens=s.min_new_tokens,  # also holds back the stop strings (vLLM checks them only past min_tokens)
         stop=list(s.stop),
         include_stop_str_in_output=True,  # the format reward must see the closing tag
         logprobs=0,  # the sampled token's own logprob

@@ -36,6 +36,7 @@ class Sampling:
     max_new_tokens: int
     stop: tuple[str, ...] = ()  # stop strings, kept in the output so the format reward can see them
     seed: int | None = None
+    min_new_tokens: int = 0  # EOS and stop strings are ignored before this many tokens (fixed-length benchmarks)
 
 
 @dataclass

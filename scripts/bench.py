@@ -49,18 +49,32 @@ def active_matmul_params(model) -> int:
     return int(total)
 
 
-def run_purerl(args, run_dir: Path, extra: tuple[str, ...] = ()) -> tuple[list[dict], object]:
+def purerl_config(args, run_dir: Path, extra: tuple[str, ...] = ()):
+    """purerl's config for the work `args` describe (the same work run_trl gives TRL), run into `run_dir`."""
     from rl.config import load_config
+
+    return load_config(args.config, [
+        f"model.path={args.model}", f"trainer.prompts_per_step={args.prompts}", f"rollout.n={args.n}",
+        f"rollout.max_new_tokens={args.max_new_tokens}", f"rollout.min_new_tokens={args.min_new_tokens}",
+        f"trainer.micro_batch_size={args.micro_batch or args.prompts * args.n}", f"trainer.steps={args.steps}",
+        f"trainer.lr={args.lr}", f"algo.kl_coef={args.beta}", "run.eval_before=false", "run.eval_after=false",
+        "run.save_checkpoint=false", f"run.dir={run_dir}",
+    ] + args.set + list(extra))
+
+
+def run_purerl(cfg) -> list[dict]:
+    """Trains with `cfg`; its per-step metrics."""
     from rl.train import train
 
-    cfg = load_config(args.config, [
-        f"trainer.prompts_per_step={args.prompts}", f"rollout.n={args.n}", f"rollout.max_new_tokens={args.max_new_tokens}",
-        f"trainer.micro_batch_size={args.prompts * args.n}", f"trainer.steps={args.steps}", f"trainer.lr={args.lr}",
-        f"algo.kl_coef={args.beta}", "run.eval_before=false", "run.eval_after=false", "run.save_checkpoint=false",
-        f"run.dir={run_dir}",
-    ] + args.set + list(extra))
     train(cfg)
-    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()], cfg
+    return [json.loads(x) for x in (Path(cfg.run.dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_dtype(cfg) -> torch.dtype:
+    """The dtype the trainer's matmuls run in: bf16 under mixed precision, else the weights' own."""
+    from rl.trainer.device import compute_dtype, trainer_device
+
+    return compute_dtype(cfg, trainer_device(cfg)) or getattr(torch, cfg.model.dtype)
 
 
 def standalone_vllm_tokens_per_s(cfg, batches: list[list[int]]) -> tuple[float, int]:
@@ -104,8 +118,12 @@ def run_trl(args, mode: str) -> dict:
     cmd = [str(ROOT / args.bench_venv / "bin" / "python"), str(ROOT / "scripts" / "bench_trl.py"),
            "--model", args.model, "--train", args.train, "--prompts", str(args.prompts), "--n", str(args.n),
            "--max-new-tokens", str(args.max_new_tokens), "--steps", str(args.steps), "--lr", str(args.lr),
-           "--beta", str(args.beta), "--mode", mode]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.trl_timeout_s)
+           "--beta", str(args.beta), "--mode", mode, "--min-new-tokens", str(args.min_new_tokens),
+           "--micro-batch", str(args.micro_batch)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=args.trl_timeout_s)
+    except subprocess.TimeoutExpired:  # a mode that runs past the limit is reported like one that fails
+        return {"mode": mode, "error": f"timed out after {args.trl_timeout_s} s (--trl-timeout-s)"}
     found = re.findall(r"^BENCH_JSON (.*)$", proc.stdout, flags=re.M)
     if not found:
         return {"mode": mode, "error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-1500:]}"}
@@ -124,12 +142,14 @@ def step_split(metrics: list[dict]) -> dict[str, float]:
     return split
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+def add_work_args(p: argparse.ArgumentParser) -> None:
+    """The command-line options that describe one work point (shared with scripts/bench_sweep.py)."""
     p.add_argument("--config", default="configs/tiny.yaml")
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--min-new-tokens", type=int, default=0, help="= --max-new-tokens: every answer that long")
+    p.add_argument("--micro-batch", type=int, default=0, help="sequences per forward + backward; 0: the whole batch")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--beta", type=float, default=0.001)
@@ -137,25 +157,17 @@ def main() -> None:
     p.add_argument("--bench-venv", default=".venv-bench")
     p.add_argument("--trl-timeout-s", type=int, default=900)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
-    args = p.parse_args()
-    os.chdir(ROOT)
-    from rl.config import load_config
 
-    base = load_config(args.config)
-    args.model, args.train = base.model.path, base.data.train
-    args.out.mkdir(parents=True, exist_ok=True)
-    run_dir = args.out / f"purerl-{time.strftime('%Y%m%d-%H%M%S')}"
 
-    peak = matmul_peak_flops()
-    metrics, cfg = run_purerl(args, run_dir)
-    timed = metrics[1:]  # step 1 is warm-up
-    # Async overlaps the engine with the trainer, so the engine keeps to its own Ray CPU (engine_threads 0): two
-    # threads each on two cores would spin against each other.
-    async_metrics, _ = run_purerl(args, run_dir.with_name(run_dir.name + "-async"),
-                                  ("rollout.async=true", "rollout.engine_threads=0"))
-    async_step = mean(m["time/wall"] for m in async_metrics[1:])
+def measure(args, run_dir: Path, trl_modes: tuple[str, ...]) -> dict:
+    """One work point, in this order: the matmul peak of the trainer's dtype, purerl's loop, vLLM alone on the
+    loop's own prompt batches, then TRL in each mode. Returns the comparison's numbers."""
+    cfg = purerl_config(args, run_dir)
+    dtype = train_dtype(cfg)
+    peak = matmul_peak_flops(dtype)
+    timed = run_purerl(cfg)[1:]  # step 1 is warm-up
     standalone, standalone_tokens = standalone_vllm_tokens_per_s(cfg, [m["data/indices"] for m in timed])
-    trl = {mode: run_trl(args, mode) for mode in ("transformers", "vllm")}
+    trl = {mode: run_trl(args, mode) for mode in trl_modes}
 
     from transformers import AutoModelForCausalLM
 
@@ -168,11 +180,7 @@ def main() -> None:
     ok = {k: v for k, v in trl.items() if "step_s" in v}
     trl_steps = {k: mean(v["step_s"][1:]) for k, v in ok.items()}
     best_mode = min(trl_steps, key=trl_steps.get) if trl_steps else None
-    result = {
-        "machine": f"{os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "purerl_overrides": args.set,
-        "work": {"prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new_tokens, "steps": args.steps,
-                 "timed_steps": len(timed), "dtype": "float32", "beta": args.beta, "micro_batch": args.prompts * args.n},
+    return {
         "purerl_step_s": purerl_step,
         "trl_step_s": trl_steps.get(best_mode),
         "trl_mode": best_mode,
@@ -180,8 +188,8 @@ def main() -> None:
         "trl_step_split_s": trl_split(ok[best_mode]) if best_mode else None,
         "trl_errors": {k: v["error"] for k, v in trl.items() if "error" in v},
         "speedup_vs_trl": trl_steps[best_mode] / purerl_step if best_mode else None,
-        "async_step_s": async_step,
-        "async_speedup_vs_sync": purerl_step / async_step,
+        # TRL's own mean answer length (its logs), against purerl's rollout_tokens: the same work on both sides
+        "trl_mean_completion_tokens": mean(ok[best_mode]["completion_tokens"] or [0]) if best_mode else None,
         "rollout_tokens_per_s": rollout_tps,
         "vllm_standalone_tokens_per_s": standalone,
         "rollout_tokens": sum(m["rollout/tokens"] for m in timed),  # what the two rates were counted over
@@ -191,9 +199,42 @@ def main() -> None:
         "reward_share": split["reward"] / purerl_step,
         "train_mfu": train_flops / policy_s / peak,
         "matmul_peak_gflops": peak / 1e9,
+        "matmul_peak_dtype": str(dtype).removeprefix("torch."),
         "active_matmul_params": active,
         "train_tokens_per_step": mean(m["train/tokens"] for m in timed),
+        "timed_steps": len(timed),
         "step_split_s": split,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    add_work_args(p)
+    args = p.parse_args()
+    os.chdir(ROOT)
+    from rl.config import load_config
+
+    base = load_config(args.config)
+    args.model, args.train = base.model.path, base.data.train
+    args.out.mkdir(parents=True, exist_ok=True)
+    run_dir = args.out / f"purerl-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    point = measure(args, run_dir, ("transformers", "vllm"))
+    # Async overlaps the engine with the trainer, so the engine keeps to its own Ray CPU (engine_threads 0): two
+    # threads each on two cores would spin against each other.
+    async_cfg = purerl_config(args, run_dir.with_name(run_dir.name + "-async"),
+                              ("rollout.async=true", "rollout.engine_threads=0"))
+    async_step = mean(m["time/wall"] for m in run_purerl(async_cfg)[1:])
+    result = {
+        "machine": f"{os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "purerl_overrides": args.set,
+        "work": {"prompts": args.prompts, "n": args.n, "max_new_tokens": args.max_new_tokens,
+                 "min_new_tokens": args.min_new_tokens, "steps": args.steps, "timed_steps": point["timed_steps"],
+                 "dtype": point["matmul_peak_dtype"], "beta": args.beta,
+                 "micro_batch": args.micro_batch or args.prompts * args.n},
+        **point,
+        "async_step_s": async_step,
+        "async_speedup_vs_sync": point["purerl_step_s"] / async_step,
     }
     (args.out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
@@ -221,7 +262,7 @@ def print_table(r: dict) -> None:
         ("rollout_efficiency", f"{r['rollout_efficiency']:.2f}"),
         ("sync_share", f"{r['sync_share']:.3f}"),
         ("reward_share", f"{r['reward_share']:.3f}"),
-        (f"train_mfu (fp32 matmul peak {r['matmul_peak_gflops']:.0f} GFLOP/s)", f"{r['train_mfu']:.3f}"),
+        (f"train_mfu ({r['matmul_peak_dtype']} matmul peak {r['matmul_peak_gflops']:.0f} GFLOP/s)", f"{r['train_mfu']:.3f}"),
     ]
     rows += [(f"  step split: {k}", f"{v:.3f} s ({v / r['purerl_step_s']:.0%})") for k, v in r["step_split_s"].items()]
     for k, v in (r["trl_step_split_s"] or {}).items():

@@ -2,6 +2,8 @@
 
 Runs in .venv-bench (TRL layered over .venv). Prints one JSON line: per-step wall times, or the error.
 `python scripts/bench_trl.py --model M --prompts P --n G --max-new-tokens T --steps S --mode transformers|vllm`
+(`--min-new-tokens T` makes every answer T tokens long; `--micro-batch M` accumulates the step's gradient over
+micro-batches of M sequences, as purerl's trainer.micro_batch_size does)
 """
 
 from __future__ import annotations
@@ -47,14 +49,19 @@ def run(args) -> dict:
 
     tok = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    extra = {}
+    batch = args.prompts * args.n
+    micro = args.micro_batch or batch
+    if batch % micro:
+        raise ValueError(f"--micro-batch {micro} must divide the step's {batch} sequences")
+    # one generation of the whole batch per optimizer step (steps_per_generation defaults to the accumulation)
+    extra = {"generation_kwargs": {"min_new_tokens": args.min_new_tokens}} if args.min_new_tokens else {}
     if args.mode == "vllm":
-        extra = {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3, "vllm_enable_sleep_mode": False}
+        extra |= {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3, "vllm_enable_sleep_mode": False}
     cfg = GRPOConfig(
-        output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=args.prompts * args.n,
+        output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=micro,
         num_generations=args.n, max_completion_length=args.max_new_tokens, max_steps=args.steps,
         learning_rate=args.lr, beta=args.beta, temperature=1.0, top_p=1.0, loss_type="grpo", epsilon=0.2,
-        num_iterations=1, gradient_accumulation_steps=1, max_grad_norm=1.0, logging_steps=1, report_to=[],
+        num_iterations=1, gradient_accumulation_steps=batch // micro, max_grad_norm=1.0, logging_steps=1, report_to=[],
         save_strategy="no", use_cpu=True, bf16=False, seed=0, shuffle_dataset=False, dataloader_num_workers=0,
         **extra,
     )
@@ -67,7 +74,9 @@ def run(args) -> dict:
     for key, name in (("generate_s", "_generate"), ("prepare_s", "_generate_and_score_completions")):
         setattr(trainer, name, timed(getattr(trainer, name), parts[key]))
     trainer.train()
-    return {"mode": args.mode, "step_s": times.times, **parts, "threads": torch.get_num_threads()}
+    lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
+    return {"mode": args.mode, "step_s": times.times, **parts, "completion_tokens": lengths,
+            "threads": torch.get_num_threads()}
 
 
 def timed(fn, out: list[float]):
@@ -85,6 +94,8 @@ def main() -> None:
     for name, tp in [("--model", str), ("--train", str), ("--prompts", int), ("--n", int), ("--max-new-tokens", int),
                      ("--steps", int), ("--lr", float), ("--beta", float), ("--mode", str)]:
         p.add_argument(name, type=tp, required=True)
+    p.add_argument("--min-new-tokens", type=int, default=0)
+    p.add_argument("--micro-batch", type=int, default=0, help="0: the whole batch")
     args = p.parse_args()
     try:
         out = run(args)

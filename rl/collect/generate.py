@@ -14,7 +14,7 @@ from rollout.types import RolloutGroup, Sampling
 def sampling(rollout: RolloutConfig, n: int) -> Sampling:
     """The run's sampling settings with `n` samples per prompt (rollout.n for training, 1 for a single answer)."""
     return Sampling(n=n, temperature=rollout.temperature, top_p=rollout.top_p, max_new_tokens=rollout.max_new_tokens,
-                    stop=tuple(rollout.stop))
+                    stop=tuple(rollout.stop), min_new_tokens=rollout.min_new_tokens)
 
 
 class StaleWeightsError(RuntimeError):
