@@ -20,7 +20,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-rewards bench-sync bench-trainer routing-gap ray-up ray-down submit
+.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-rewards bench-sync bench-trainer routing-gap moe-bias ray-up ray-down submit
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -81,6 +81,10 @@ bench-sweep: $(VENV)/.installed base-model .venv-bench/.installed
 
 routing-gap: $(VENV)/.installed base-model
 	$(BIN)/python scripts/routing_gap.py $(ARGS)
+
+# DeepSeek-V3's correction bias kept alive during RL or frozen, with routing replay on and off (docs/objectives.md).
+moe-bias: $(VENV)/.installed
+	$(BIN)/python scripts/moe_bias.py $(ARGS)
 
 bench-rewards: $(VENV)/.installed
 	$(BIN)/python scripts/bench_rewards.py --workers 2 $(ARGS)
