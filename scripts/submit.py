@@ -1,7 +1,8 @@
 """`make submit`: `ray job submit` of a training run to the cluster at RAY_ADDRESS, carrying this folder.
 
-The runtime_env's working_dir is the repository without the virtual environments, runs and caches; the model
-folder and the datasets go with it (a hub model id is fetched on the cluster instead). Blocks and streams the
+The runtime_env's working_dir is the repository without the virtual environments, runs and caches; the model the
+config trains and the datasets go with it, the other folders under models/ stay here (Ray refuses a working_dir
+over 100 MiB; a hub model id is fetched on the cluster instead). Blocks and streams the
 job's logs; the exit status is the job's.
 """
 
@@ -19,18 +20,24 @@ EXCLUDES = [".venv", ".venv-bench", "runs", ".git", ".pytest_cache", ".ruff_cach
             "*.egg-info", "build"]
 
 
-def runtime_env() -> dict:
+def unused_models(root: Path, model_path: str) -> list[str]:
+    """The folders under root/models the run does not load (every one when model_path lies elsewhere)."""
+    used = (root / model_path).resolve()
+    return [f"models/{d.name}" for d in sorted((root / "models").glob("*")) if d.is_dir() and d.resolve() != used]
+
+
+def runtime_env(model_path: str) -> dict:
     # rl.session.init_ray adds the engine's variables; a key set in both places is an error in Ray
-    return {"working_dir": str(ROOT), "excludes": EXCLUDES,
+    return {"working_dir": str(ROOT), "excludes": EXCLUDES + unused_models(ROOT, model_path),
             "env_vars": {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}}
 
 
-def command(config: str, overrides: list[str]) -> list[str]:
+def command(config: str, overrides: list[str], model_path: str) -> list[str]:
     if not os.environ.get("RAY_ADDRESS"):
         raise SystemExit("make submit: set RAY_ADDRESS to the cluster's dashboard, e.g. http://127.0.0.1:8265")
     ray = str(Path(sys.executable).with_name("ray"))
     return [ray, "job", "submit", "--address", os.environ["RAY_ADDRESS"], "--runtime-env-json",
-            json.dumps(runtime_env()), "--", "python", "-m", "rl.train", "--config", config, *overrides]
+            json.dumps(runtime_env(model_path)), "--", "python", "-m", "rl.train", "--config", config, *overrides]
 
 
 def main() -> int:
@@ -41,7 +48,7 @@ def main() -> int:
     from rl.config import ConfigError, load_config
 
     try:
-        load_config(ROOT / args.config, args.overrides)  # a bad config fails here, not on the cluster
+        cfg = load_config(ROOT / args.config, args.overrides)  # a bad config fails here, not on the cluster
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
@@ -50,7 +57,7 @@ def main() -> int:
     if "RAY_AUTH_MODE" not in env and (token.is_file() or env.get("RAY_AUTH_TOKEN")):
         env["RAY_AUTH_MODE"] = "token"  # the head (ray start) checks tokens; the job client sends one only if asked
     env["RAY_RUNTIME_ENV_IGNORE_GITIGNORE"] = "1"  # models/ is git-ignored but the job needs it; EXCLUDES apply
-    return subprocess.call(command(args.config, args.overrides), cwd=ROOT, env=env)
+    return subprocess.call(command(args.config, args.overrides, cfg.model.path), cwd=ROOT, env=env)
 
 
 if __name__ == "__main__":

@@ -36,3 +36,17 @@ def test_submit_runs_a_job_on_a_local_head(tmp_path):
 def test_submit_without_address_says_what_to_set():
     out = make("submit", env={"RAY_ADDRESS": ""})
     assert out.returncode != 0 and "set RAY_ADDRESS" in out.stderr
+
+
+def test_only_the_configs_model_goes_with_the_job(tmp_path):
+    """Every other folder under models/ stays home: Ray refuses a working_dir over 100 MiB (a benchmark's 229 MB
+    model beside the trained one made `make submit` fail with 413)."""
+    import sys
+
+    sys.path.insert(0, "scripts")
+    from submit import unused_models
+
+    for name in ("tiny-moe-base", "bench-moe-large", "tiny-dsv3-base"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+    assert unused_models(tmp_path, "models/tiny-moe-base") == ["models/bench-moe-large", "models/tiny-dsv3-base"]
+    assert len(unused_models(tmp_path, "Qwen/Qwen3-30B-A3B")) == 3  # a hub id: no local model goes
