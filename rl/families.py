@@ -55,9 +55,10 @@ class Routing:
 
     def choose(self, logits: Tensor, bias: Tensor | None = None) -> Tensor:
         """(N, k) the experts each token is routed to (as transformers' and vLLM's routers choose them)."""
-        s = self.scores(logits)  # (N, E)
-        if bias is not None:
-            s = s + bias.to(s.device, s.dtype)
+        if self.scoring == "softmax" and bias is None:
+            s = logits.float()  # softmax keeps the order (of experts and of groups' maxima): no need to compute it
+        else:
+            s = self.scores(logits) + (0.0 if bias is None else bias.to(logits.device, torch.float32))  # (N, E)
         if self.groups > 1:
             n, e = s.shape
             grouped = s.view(n, self.groups, e // self.groups)  # (N, G, E/G)

@@ -19,23 +19,19 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def run(args) -> dict:
-    import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
-
+def math_and_format(completions, answer, **_) -> list[float]:
+    """TRL's reward function: the same verifiers and weights as configs/tiny.yaml, through rewards.score_batch."""
     import rewards
-    from rl.data import apply_template, load_prompts
 
-    rows = load_prompts(args.train)[: args.prompts * args.steps]
-    data = Dataset.from_list([{"prompt": apply_template(r.question, "r1_zero"), "answer": r.answer} for r in rows])
+    items = [(v, c, a, {}) for v in ("math", "format") for c, a in zip(completions, answer)]
+    res = rewards.score_batch(items, workers=2, timeout_s=5.0)
+    n = len(completions)
+    return [res[i].score + 0.1 * res[n + i].score for i in range(n)]
 
-    def math_and_format(completions, answer, **_):  # the same verifiers and weights as configs/tiny.yaml
-        items = [(v, c, a, {}) for v in ("math", "format") for c, a in zip(completions, answer)]
-        res = rewards.score_batch(items, workers=2, timeout_s=5.0)
-        n = len(completions)
-        return [res[i].score + 0.1 * res[n + i].score for i in range(n)]
+
+def step_timer():
+    """A TrainerCallback that appends each optimizer step's wall time to its `times`."""
+    from transformers import TrainerCallback
 
     class StepTimes(TrainerCallback):
         def __init__(self):
@@ -47,17 +43,22 @@ def run(args) -> dict:
         def on_step_end(self, *a, **k):
             self.times.append(time.perf_counter() - self._t)
 
-    tok = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    return StepTimes()
+
+
+def grpo_config(args):
+    """TRL's GRPOConfig for purerl's work point: one generation of the whole batch per optimizer step
+    (steps_per_generation defaults to the accumulation), micro-batches by gradient accumulation."""
+    from trl import GRPOConfig
+
     batch = args.prompts * args.n
     micro = args.micro_batch or batch
     if batch % micro:
         raise ValueError(f"--micro-batch {micro} must divide the step's {batch} sequences")
-    # one generation of the whole batch per optimizer step (steps_per_generation defaults to the accumulation)
     extra = {"generation_kwargs": {"min_new_tokens": args.min_new_tokens}} if args.min_new_tokens else {}
     if args.mode == "vllm":
         extra |= {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3, "vllm_enable_sleep_mode": False}
-    cfg = GRPOConfig(
+    return GRPOConfig(
         output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=micro,
         num_generations=args.n, max_completion_length=args.max_new_tokens, max_steps=args.steps,
         learning_rate=args.lr, beta=args.beta, temperature=1.0, top_p=1.0, loss_type="grpo", epsilon=0.2,
@@ -65,8 +66,22 @@ def run(args) -> dict:
         save_strategy="no", use_cpu=True, bf16=False, seed=0, shuffle_dataset=False, dataloader_num_workers=0,
         **extra,
     )
-    times = StepTimes()
-    trainer = GRPOTrainer(model=model, reward_funcs=[math_and_format], args=cfg, train_dataset=data,
+
+
+def run(args) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOTrainer
+
+    from rl.data import apply_template, load_prompts
+
+    rows = load_prompts(args.train)[: args.prompts * args.steps]
+    data = Dataset.from_list([{"prompt": apply_template(r.question, "r1_zero"), "answer": r.answer} for r in rows])
+    tok = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    times = step_timer()
+    trainer = GRPOTrainer(model=model, reward_funcs=[math_and_format], args=grpo_config(args), train_dataset=data,
                           processing_class=tok, callbacks=[times])
     # TRL's own step split: `_generate` samples the completions; `_generate_and_score_completions` wraps it and
     # adds rewards, advantages and the old/reference logprob forwards; the rest of the step is the training.

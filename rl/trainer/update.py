@@ -82,6 +82,7 @@ def policy_step(model, optim: Optim, batch: TrainBatch, cfg: Config) -> tuple[di
     Returns the step's metrics, what its forwards saw before the step, and the step's sums."""
     num_seqs, num_tokens = count_seqs(batch.mask), count_tokens(batch.mask)
     sums, seen, routing = StepSums(), Seen(torch.zeros_like(batch.old_logps)), routing_of(model.config)
+    biases = router_biases(model)  # the buffers themselves: they move only after the optimizer step
     rank, ranks = world()
     sharded = ranks > 1 and is_sharded(model)
     model.train()
@@ -96,7 +97,7 @@ def policy_step(model, optim: Optim, batch: TrainBatch, cfg: Config) -> tuple[di
         fwd = _forward(model, mb, cfg, routing, sums)
         loss = _micro_loss(fwd, mb, cfg, sums, share=len(mb) / len(batch), counts=(num_seqs, num_tokens))
         (loss * ranks if sharded else loss).backward()  # FSDP averages over the ranks (rl.trainer.dist.shard_model)
-        _record(seen, sums, fwd, mb, start, routing, router_biases(model))
+        _record(seen, sums, fwd, mb, start, routing, biases)
     sums.all_reduce(*_seen_tensors(seen))
     params = [p for p in model.parameters() if p.requires_grad]
     if ranks > 1 and not sharded:  # FSDP has summed the gradients already, into each rank's shard
