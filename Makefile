@@ -20,7 +20,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-rewards bench-sync bench-trainer routing-gap moe-bias ray-up ray-down submit
+.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-long bench-rewards bench-sync bench-trainer routing-gap moe-bias ray-up ray-down submit
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -78,6 +78,11 @@ bench: $(VENV)/.installed base-model .venv-bench/.installed
 # The same comparison over response length x model x group size (docs/benchmarks.md); ARGS="--lengths 64 --steps 2".
 bench-sweep: $(VENV)/.installed base-model .venv-bench/.installed
 	$(BIN)/python scripts/bench_sweep.py $(ARGS)
+
+# One trainer update on one long answer (1k-32k tokens): purerl chunked / materialized / TRL, memory and time, and an
+# end-to-end step at 8,192 forced tokens (docs/benchmarks.md); ARGS="--lengths 1024 4096 --no-e2e".
+bench-long: $(VENV)/.installed base-model .venv-bench/.installed
+	$(BIN)/python scripts/bench_long.py $(ARGS)
 
 routing-gap: $(VENV)/.installed base-model
 	$(BIN)/python scripts/routing_gap.py $(ARGS)

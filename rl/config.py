@@ -256,6 +256,9 @@ class AlgoConfig:
     """beta of the KL penalty to the frozen reference; 0 loads no reference model."""
     kl_estimator: KLEstimator = "k3"
     """KL estimator (Schulman 2020)."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus: the loss adds -entropy_coef x the per-token entropy of the policy, aggregated as
+    the policy loss (algo.loss_agg). 0: the entropy is a metric only and gets no gradient."""
     kl_in_reward: bool = False
     """Subtract kl_coef * (summed per-token KL) from each sample's reward instead of adding KL to the loss."""
     epochs: int = 1
@@ -279,6 +282,7 @@ class AlgoConfig:
 
     def __post_init__(self):
         require(self.kl_coef >= 0, "kl_coef", "must be >= 0")
+        require(self.entropy_coef >= 0, "entropy_coef", "must be >= 0")
         require(not self.kl_in_reward or self.kl_coef > 0, "kl_in_reward", "needs algo.kl_coef > 0")
         require(self.epochs >= 1, "epochs", "must be >= 1")
         require(self.mini_batch_size >= 0, "mini_batch_size", "must be >= 0 (0 = the whole batch)")
@@ -315,7 +319,16 @@ class TrainerConfig:
     prompts_per_step: int = 16
     """Prompts per rollout batch; the batch holds prompts_per_step * rollout.n samples."""
     micro_batch_size: int = 32
-    """Sequences per forward/backward; gradients accumulate over the batch."""
+    """Sequences per forward/backward when trainer.max_tokens_per_micro_batch is 0; gradients accumulate over
+    the batch."""
+    max_tokens_per_micro_batch: int = 0
+    """Token budget of a micro-batch: each rank's sequences go first-fit decreasing into micro-batches of at most
+    this many tokens (prompt + response; a longer sequence gets one of its own), for every trainer pass. 0:
+    micro-batches of trainer.micro_batch_size rows."""
+    logprob_chunk_tokens: int = 512
+    """Tokens whose logits exist at once: the trainer scores from the final hidden states a chunk at a time
+    (rl/trainer/chunked.py), so memory no longer grows with tokens x vocabulary (512: the fastest in make
+    bench-long's sweep). 0: materialize every logit (the oracle, for comparison)."""
     lr: float = 5e-5
     """AdamW learning rate (constant after warm-up)."""
     warmup_steps: int = 0
@@ -357,6 +370,8 @@ class TrainerConfig:
         require(self.steps >= 0, "steps", "must be >= 0")
         require(self.prompts_per_step >= 1, "prompts_per_step", "must be >= 1")
         require(self.micro_batch_size >= 1, "micro_batch_size", "must be >= 1")
+        require(self.max_tokens_per_micro_batch >= 0, "max_tokens_per_micro_batch", "must be >= 0 (0: rows)")
+        require(self.logprob_chunk_tokens >= 0, "logprob_chunk_tokens", "must be >= 0 (0: materialized logits)")
         require(self.lr > 0, "lr", "must be > 0")
         require(len(self.betas) == 2, "betas", "must have two values")
         require(self.ranks >= 1, "ranks", "must be >= 1")

@@ -15,7 +15,7 @@ import time
 import torch
 from torch.profiler import profile
 
-from rl.trainer.forward import token_logprobs
+from rl.trainer.forward import Scoring, token_logprobs
 from rl.trainer.policy import load_policy
 
 
@@ -39,7 +39,7 @@ def main() -> None:
     def step(model) -> float:
         t = time.perf_counter()
         model.zero_grad()
-        fwd = token_logprobs(model, ids, mask, 1.0, with_entropy=True, with_router=True)
+        fwd = token_logprobs(model, ids, mask, Scoring(entropy="value"), with_router=True)
         fwd.logps.sum().backward()
         return time.perf_counter() - t
 

@@ -52,3 +52,11 @@ def test_unknown_weight_transfer_backend_exits_2_listing_the_registered(tmp_path
     err = capsys.readouterr().err
     assert "rollout.weight_transfer 'pigeon' is not a registered weight-transfer backend" in err
     assert "nccl" in err and "purerl" in err
+
+
+def test_a_response_budget_past_the_model_positions_exits_2_naming_both(tmp_path, capsys):
+    """models/tiny-moe-base has 512 positions: 500 new tokens after the longest prompt cannot fit an engine."""
+    code = train.main(["--config", "configs/tiny.yaml", f"run.dir={tmp_path}/run", "rollout.max_new_tokens=500"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "rollout.max_new_tokens=500" in err and "512 positions" in err and "max_position_embeddings" in err

@@ -34,6 +34,9 @@ def test_three_nodes_two_engines_two_ranks(tmp_path, monkeypatch):
         collector = Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), cfg.data.seed))
         steps = [rl_step(s, collector, step) for step in (1, 2, 3)]
         assert all(m["optimizer_steps"] == 1 for m in steps)
+        for m in steps:  # 16 answers over 2 ranks by tokens: nearly even; the busiest rank's RSS peak
+            assert 1.0 <= m["trainer/token_imbalance"] < 1.1 and m["trainer/micro_batches"] >= 1
+            assert 0.1 < m["trainer/peak_memory_gib"] < 20
         # steps 2 and 3 sampled from synced weights: the ranks' logprobs match both engines' on those samples
         assert max(m["rollout/logprob_abs_diff_max"] for m in steps[1:]) < 1e-3
         remote = [i for i, n in enumerate(s.pool.node_ids) if n != driver_node]

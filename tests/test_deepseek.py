@@ -109,6 +109,7 @@ def test_deepseek_v3_sync_parity_and_its_negative(tmp_path):
     from rl.sync.weights import sync_weights
     from rl.train import rl_step
     from rl.trainer.moe import router_biases
+    from rl.trainer.update import scoring_of
 
     torch.manual_seed(0)
     path = tiny_deepseek_v3(tmp_path / "dsv3")
@@ -130,7 +131,7 @@ def test_deepseek_v3_sync_parity_and_its_negative(tmp_path):
 
         def gap() -> float:
             groups = s.pool.generate(prompts, idx, four)
-            return max_logprob_gap(s.policy, groups, cfg.rollout.temperature, s.tokenizer.pad_token_id)
+            return max_logprob_gap(s.policy, groups, s.tokenizer.pad_token_id, scoring_of(cfg))
 
         assert gap() < PARITY_TOL
         with torch.no_grad():  # move only the bias: routing changes, no weight does

@@ -21,7 +21,7 @@ from rl.run.session import Session
 from rl.sync.parity import max_logprob_gap
 from rl.sync.weights import sync_weights
 from rl.train import rl_step, train
-from rl.trainer.update import policy_step
+from rl.trainer.update import policy_step, scoring_of
 
 pytestmark = pytest.mark.engines
 
@@ -42,7 +42,7 @@ def test_sync_parity_and_its_negative(tmp_path):
         assert s.pool.version == 1
         prompts, idx, four = s.eval.head(4).ids, s.eval.head(4).indices(), sampling(cfg.rollout, 4)
         groups = s.pool.generate(prompts, idx, four)
-        synced_gap = max_logprob_gap(s.policy, groups, cfg.rollout.temperature, s.tokenizer.pad_token_id)
+        synced_gap = max_logprob_gap(s.policy, groups, s.tokenizer.pad_token_id, scoring_of(cfg))
         assert synced_gap < PARITY_TOL
 
         # Update the policy again but skip the sync: the engine now samples from stale weights.
@@ -51,14 +51,14 @@ def test_sync_parity_and_its_negative(tmp_path):
                            t.response_lengths, sampler_logps=t.sampler_logps)
         policy_step(s.policy, s.trainer.optim, batch, cfg)
         stale = s.pool.generate(prompts, idx, four)
-        stale_gap = max_logprob_gap(s.policy, stale, cfg.rollout.temperature, s.tokenizer.pad_token_id)
+        stale_gap = max_logprob_gap(s.policy, stale, s.tokenizer.pad_token_id, scoring_of(cfg))
         assert stale_gap > PARITY_TOL, "a skipped sync must be caught by the parity check"
 
         sync_weights(s.sender, s.pool, s.trainer, 2)
         assert ray.get(s.pool.workers[0].transfer_report.remote())["last"]["path"] == "direct"
         resynced = s.pool.generate(prompts, idx, four)
         assert {g.weight_version for g in resynced} == {2}
-        assert max_logprob_gap(s.policy, resynced, cfg.rollout.temperature, s.tokenizer.pad_token_id) < PARITY_TOL
+        assert max_logprob_gap(s.policy, resynced, s.tokenizer.pad_token_id, scoring_of(cfg)) < PARITY_TOL
     finally:
         s.close()
 

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from rl.families import Routing, top_k_of
+from rl.trainer.forward import Scoring
+from rl.trainer.micro import MicroBatching
 from rl.trainer.moe import freeze_router, router_counts, router_metrics, router_parameters, topk_agreement
 
 
@@ -80,7 +82,7 @@ def test_routing_replay_of_own_routing_is_exact_and_forced_routing_changes_outpu
     ids = torch.randint(0, 32, (3, 7))
     attn = torch.ones_like(ids)
     attn[2, 5:] = 0
-    logps, experts = logprobs_and_routing(model, ids, attn, 1.0, micro_batch_size=2)
+    logps, experts = logprobs_and_routing(model, ids, attn, Scoring(), MicroBatching(2).batches(attn.sum(1).tolist()))
     assert experts.shape == (3, 7, 2, 2) and int(experts.max()) < 4
     with RoutingHooks(model, (3, 7), experts, attn) as replay:
         again = token_logprobs(model, ids, attn).logps

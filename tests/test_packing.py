@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rl.trainer.forward import token_logprobs
+from rl.trainer.forward import Scoring, token_logprobs
 from rl.trainer.packing import plan
 from rl.trainer.policy import load_policy
 
@@ -48,7 +48,7 @@ def test_packed_forward_equals_padded_values_and_gradients(with_router):
 
     def run(pack):
         model.zero_grad()
-        f = token_logprobs(model, ids, mask, temperature=0.7, with_entropy=True, with_router=with_router, pack=pack)
+        f = token_logprobs(model, ids, mask, Scoring(0.7, pack=pack, entropy="value"), with_router=with_router)
         weights = torch.linspace(-1, 1, f.logps.numel()).view_as(f.logps) * mask[:, 1:]
         loss = (f.logps * weights).sum() + (f.aux_loss if with_router else 0)
         loss.backward()

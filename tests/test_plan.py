@@ -14,6 +14,8 @@ from rl.run.plan import (
     engine_gib,
     fit,
     kv_tokens,
+    logits_bytes,
+    longest_response,
     model_shape,
     parse_cluster,
     peak,
@@ -67,6 +69,30 @@ def test_trainer_and_engine_memory_by_hand():
     assert kv_tokens(shape, 2, 1.0) == int(GIB * 2 / (2 * 8 * 8 * 128 * 2))  # 1 GiB per GPU, TP 2, 32 KiB a token
 
 
+def test_chunked_logits_cost_one_chunk_whatever_the_length():
+    shape = model_shape({"hidden_size": 1024, "num_hidden_layers": 8, "num_attention_heads": 8, "intermediate_size": 4096,
+                         "vocab_size": 32000})
+    chunk = 512 * 32000 * (2 + 12) + 4 * 32000 * 1024  # bf16 logits + 3 fp32 buffers of one chunk; fp32 head gradient
+    for tokens in (4096, 40960):
+        got = logits_bytes(shape, tokens, 512, 2)["logits (one chunk)"]
+        assert got == chunk + tokens * (2 * 1024 + 8)  # + per token its hidden state and log-normaliser
+    assert logits_bytes(shape, 40960, 0, 2)["logits and log-softmax"] == 40960 * 32000 * 10  # 12 GiB materialized
+
+
+def test_longest_response_is_the_last_length_that_fits():
+    fits = lambda tokens: tokens <= 20_000  # noqa: E731 - a rank that holds 20k tokens
+    assert longest_response(fits, prompt_tokens=500, budget=8192) == 19_500
+    assert longest_response(lambda tokens: False, 500, 8192) == 0
+
+
+def test_a_response_budget_past_the_positions_is_refused(capsys):
+    from rl.train import main
+
+    code = main(["--config", "configs/qwen2.5-math-1.5b-1gpu.yaml", "--dry-run", "rollout.max_new_tokens=4096"])
+    assert code == 2
+    assert "4608 tokens, more than the model's 4096 positions" in capsys.readouterr().err
+
+
 def test_peak_colocated_is_the_larger_phase():
     parts = {"rank 0 weights": 30.0, "engine 0 weights": 10.0, "engine 0 KV cache": 40.0}
     assert peak(parts, ["rank 0 weights"], ["engine 0 weights", "engine 0 KV cache"], sleeps=True)[0] == 50.0 + 1.5
@@ -108,6 +134,7 @@ def test_dry_run_passes_for_every_gpu_config(name, capsys):
     assert main(["--config", f"configs/{name}.yaml", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("plan: ") and "fits: the fullest GPU peaks at" in out and "node 0 GPU 0" in out
+    assert "the longest response it can train: " in out
 
 
 def test_an_oversized_run_fails_naming_the_resource(capsys):

@@ -13,7 +13,7 @@ from rl.batch.types import TrainBatch
 from rl.config import AlgoConfig, Config, ConfigError, MoeConfig, RolloutConfig, TrainerConfig, load_config
 from rl.objectives.mismatch import mismatch_metrics, truncated_is_weight
 from rl.objectives.shaping import apply_overlong
-from rl.trainer.forward import batched_logprobs
+from rl.trainer.forward import Scoring, batched_logprobs
 from rl.trainer.optim import make_optimizer
 from rl.trainer.update import update
 
@@ -24,7 +24,7 @@ def batch_for(model, B=4, L=6, prompt=3):
     attn = torch.ones(B, L, dtype=torch.long)
     mask = torch.zeros(B, L - 1, dtype=torch.bool)
     mask[:, prompt - 1 :] = True
-    old = batched_logprobs(model, ids, attn, 1.0, B) * mask
+    old = batched_logprobs(model, ids, attn, Scoring(), [list(range(B))]) * mask
     return TrainBatch(ids, attn, mask, old, torch.tensor([1.0, -1.0, 1.0, -1.0]), mask.sum(1), sampler_logps=old.clone())
 
 

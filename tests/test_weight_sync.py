@@ -70,6 +70,7 @@ def test_engine_loads_directly_and_exactly():
 
     from rl.sync.parity import max_logprob_gap
     from rl.trainer.export import checkpoint_tensors
+    from rl.trainer.forward import Scoring
     from rollout.types import EngineSpec, Sampling
     from rollout.worker import RolloutWorker
 
@@ -112,7 +113,7 @@ def test_engine_loads_directly_and_exactly():
     def gap(worker):
         prompts = [tok("Q: 12+7=? A:")["input_ids"], tok("Q: 3*4=? A:")["input_ids"]]
         sampling = Sampling(n=4, temperature=1.0, top_p=1.0, max_new_tokens=24, seed=1)
-        return max_logprob_gap(model, ray.get(worker.generate.remote(prompts, [0, 1], sampling)), 1.0, tok.pad_token_id)
+        return max_logprob_gap(model, ray.get(worker.generate.remote(prompts, [0, 1], sampling)), tok.pad_token_id, Scoring())
 
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:

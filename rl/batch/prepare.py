@@ -33,11 +33,11 @@ def trainer_forwards(trainer, tokens: TokenBatch, cfg: Config) -> TrainerForward
     ref, old, routing, ref_s = None, None, None, 0.0
     if cfg.algo.kl_coef > 0:
         t = time.perf_counter()
-        ref, _ = trainer.logprobs(tokens.input_ids, tokens.attention_mask, "reference")
+        ref, _ = trainer.logprobs(tokens.input_ids, tokens.attention_mask, "reference", score_mask=tokens.response_mask)
         ref_s = time.perf_counter() - t
     if cfg.algo.old_logprobs == "trainer":
         replay = cfg.moe.routing_replay == "trainer"
-        old, routing = trainer.logprobs(tokens.input_ids, tokens.attention_mask, "policy", replay)
+        old, routing = trainer.logprobs(tokens.input_ids, tokens.attention_mask, "policy", replay, tokens.response_mask)
     return TrainerForwards(ref, old, routing, ref_s)
 
 

@@ -57,34 +57,35 @@ class TrainBatch:
 
     def slice(self, start: int, end: int) -> TrainBatch:
         """Rows [start, end), trimmed to the longest sequence they hold."""
-        width = trimmed_width(self.attention_mask[start:end])
-        rows = slice(start, end)
+        return self.select(torch.arange(start, min(end, len(self))))
+
+    def select(self, rows: torch.Tensor) -> TrainBatch:
+        """The rows at these indices (ascending), trimmed to the longest sequence they hold."""
+        rows = rows.to(self.input_ids.device)
+        width = trimmed_width(self.attention_mask[rows])
+
+        def take(x: torch.Tensor | None, cols: int) -> torch.Tensor | None:
+            return None if x is None else x[rows, :cols]
+
         return TrainBatch(
-            input_ids=self.input_ids[rows, :width],
-            attention_mask=self.attention_mask[rows, :width],
-            mask=self.mask[rows, : width - 1],
-            old_logps=self.old_logps[rows, : width - 1],
+            input_ids=take(self.input_ids, width),
+            attention_mask=take(self.attention_mask, width),
+            mask=take(self.mask, width - 1),
+            old_logps=take(self.old_logps, width - 1),
             advantages=self.advantages[rows],
             response_lengths=self.response_lengths[rows],
-            ref_logps=_cut(self.ref_logps, rows, width - 1),
-            sampler_logps=_cut(self.sampler_logps, rows, width - 1),
-            is_weight=_cut(self.is_weight, rows, width - 1),
-            routed_experts=_cut(self.routed_experts, rows, width),
-            sampler_experts=_cut(self.sampler_experts, rows, width),
+            ref_logps=take(self.ref_logps, width - 1),
+            sampler_logps=take(self.sampler_logps, width - 1),
+            is_weight=take(self.is_weight, width - 1),
+            routed_experts=take(self.routed_experts, width),
+            sampler_experts=take(self.sampler_experts, width),
         )
+
+    def lengths(self) -> list[int]:
+        """Tokens (prompt + response) of each row."""
+        return self.attention_mask.sum(1).tolist()
 
 
 def trimmed_width(attention_mask: torch.Tensor) -> int:
     """Columns that rows (b, w) of right-padded sequences need: their longest length."""
     return int(attention_mask.sum(1).max())
-
-
-def micro_slices(attention_mask: torch.Tensor, size: int) -> list[tuple[int, int, int]]:
-    """(start, end, width) of consecutive micro-batches of `size` rows, each trimmed to its longest sequence:
-    the one micro-batch loop of every no-grad forward over a batch."""
-    n = attention_mask.shape[0]
-    return [(s, min(s + size, n), trimmed_width(attention_mask[s : s + size])) for s in range(0, n, size)]
-
-
-def _cut(x: torch.Tensor | None, rows: slice, cols: int) -> torch.Tensor | None:
-    return None if x is None else x[rows, :cols]

@@ -15,6 +15,7 @@ from rl.run.plan import (
     engine_gib,
     fit,
     kv_tokens,
+    longest_response,
     model_shape,
     parse_cluster,
     peak,
@@ -55,15 +56,21 @@ def running_cluster() -> Cluster:
     return Cluster(len(nodes), int(min(nodes)), torch.cuda.get_device_name(0), memory)
 
 
-def plan_gpus(cfg: Config, cluster: Cluster, shape, prompt_tokens: int) -> tuple[list[GPU], Layout]:
-    """Every GPU of the cluster and its share of the engines and trainer ranks."""
+def micro_batch_tokens(cfg: Config, prompt_tokens: int) -> int:
+    """Tokens of the trainer's largest micro-batch: the token budget (or one sequence past it), or
+    trainer.micro_batch_size sequences of the longest prompt and response."""
+    t, longest = cfg.trainer, prompt_tokens + cfg.rollout.max_new_tokens
+    return max(t.max_tokens_per_micro_batch, longest) if t.max_tokens_per_micro_batch else t.micro_batch_size * longest
+
+
+def plan_gpus(cfg: Config, cluster: Cluster, shape, tokens: int) -> tuple[list[GPU], Layout]:
+    """Every GPU of the cluster and its share of the engines and trainer ranks, with micro-batches of `tokens`."""
     r, t = cfg.rollout, cfg.trainer
     ranks = t.ranks if t.ranks > 1 or t.rank_gpus > 0 else 0  # one rank on the CPU trains in the driver, off the GPUs
     layout = place(cluster, r.num_engines, r.tensor_parallel_size, ranks, cfg.cluster.colocate)
     gpus = {(n, i): GPU(n, i) for n in range(cluster.nodes) for i in range(cluster.gpus_per_node)}
-    tokens = t.micro_batch_size * (prompt_tokens + r.max_new_tokens)
     mine = trainer_gib(shape, max(ranks, 1), t.sharding == "fsdp", tokens, t.activation_checkpointing,
-                       cfg.algo.kl_coef > 0)
+                       cfg.algo.kl_coef > 0, t.logprob_chunk_tokens)
     for k, g in enumerate(layout.ranks):
         gpus[g].parts |= {f"rank {k} {name}": v for name, v in mine.items()}
     engine = engine_gib(shape, r.tensor_parallel_size, cluster.memory_gib, r.gpu_memory_utilization,
@@ -78,12 +85,39 @@ def plan_gpus(cfg: Config, cluster: Cluster, shape, prompt_tokens: int) -> tuple
     return list(gpus.values()), layout
 
 
+def trainer_line(cfg: Config, cluster: Cluster, shape, prompt_tokens: int, layout: Layout) -> str:
+    """The trainer's micro-batches and the longest response it can train on this cluster."""
+    t, tokens = cfg.trainer, micro_batch_tokens(cfg, prompt_tokens)
+    head = f"logits {t.logprob_chunk_tokens} tokens at a time" if t.logprob_chunk_tokens else "materialized logits"
+    line = f"trainer: micro-batches of up to {tokens:,} tokens, {head}"
+    if not layout.ranks:
+        return line + " (on the CPU)"
+
+    def fits(n: int) -> bool:
+        return max(g.peak_gib for g in plan_gpus(cfg, cluster, shape, n)[0]) <= cluster.memory_gib
+
+    longest = longest_response(fits, prompt_tokens, t.max_tokens_per_micro_batch)
+    room = shape.positions - prompt_tokens if shape.positions else None
+    if room is not None and room < longest:
+        return line + f"; the longest response it can train: {room:,} tokens (the model's positions; memory holds {longest:,})"
+    return line + f"; the longest response it can train: {longest:,} tokens (memory)"
+
+
+def check_positions(cfg: Config, shape, prompt_tokens: int) -> None:
+    """The engines' max_model_len (prompt + response budget) must fit the model's positions."""
+    need = prompt_tokens + cfg.rollout.max_new_tokens
+    if shape.positions and need > shape.positions:
+        raise PlanError(f"rollout.max_new_tokens={cfg.rollout.max_new_tokens} plus the prompts (~{prompt_tokens} tokens) "
+                        f"is {need} tokens, more than the model's {shape.positions} positions (max_position_embeddings)")
+
+
 def dry_run(cfg: Config) -> None:
     """Prints the plan; PlanError (a UserError: exit 2) when the run cannot fit."""
     shape = model_shape(read_model_config(cfg.model.path))
     cluster = parse_cluster(cfg.cluster.declared) if cfg.cluster.declared else running_cluster()
     note, prompt_tokens = dataset_note(cfg)
-    gpus, layout = plan_gpus(cfg, cluster, shape, prompt_tokens)
+    check_positions(cfg, shape, prompt_tokens)
+    gpus, layout = plan_gpus(cfg, cluster, shape, micro_batch_tokens(cfg, prompt_tokens))
     r = cfg.rollout
     say(f"plan: {cfg.model.path}: {shape.params / 1e9:.2f} B parameters ({shape.active_params / 1e9:.2f} B active), "
         f"{shape.layers} layers, KV {shape.kv_bytes_per_token / 1024:.0f} KiB per token")
@@ -95,6 +129,7 @@ def dry_run(cfg: Config) -> None:
     kv = next((v for g in gpus for k, v in g.parts.items() if k.endswith("KV cache")), 0.0)
     say(f"engines: KV cache {kv:.1f} GiB per GPU = {kv_tokens(shape, r.tensor_parallel_size, kv):,} tokens per engine "
         f"({r.n} x {r.max_new_tokens} new tokens per prompt)")
+    say(trainer_line(cfg, cluster, shape, prompt_tokens, layout))
     for line in summary_lines(gpus, cluster.memory_gib):
         say(line)
     fit(gpus, cluster.memory_gib)

@@ -59,6 +59,7 @@ class ModelShape:
     kv_bytes_per_token: int  # bf16 K and V of every layer
     activation_width: int  # per token and layer: the widths an eager forward keeps for the backward
     largest_layer_params: int  # what FSDP gathers at once
+    positions: int = 0  # max_position_embeddings (0: not stated)
 
 
 def _head_dim(c: dict) -> int:
@@ -90,6 +91,21 @@ def _mlp_params(c: dict, moe: bool, active: bool = False) -> int:
     return experts * 3 * h * inter + h * c["num_experts"] + shared  # experts, router, shared expert and its gate
 
 
+def _activation_width(c: dict, moe: bool) -> int:
+    """Values an eager forward keeps per token for one layer's backward: the attention's input, q/k/v, their normed
+    and rotated copies, its output and the residual (4h + 4(q + kv)); the MLP's norm, gate/up, activation and
+    output, or, for an MoE layer, the k copies of the token's input and output and its experts' gate/up and
+    activation, and the router logits. Checked against the measured memory of make bench-long (docs/gpu.md)."""
+    h, d = c["hidden_size"], _head_dim(c)
+    q, kv = c["num_attention_heads"] * d, c.get("num_key_value_heads", c["num_attention_heads"]) * d
+    attention = 4 * h + 4 * (q + kv)
+    if not moe:
+        return attention + 2 * h + 4 * c["intermediate_size"]
+    k, inter = c["num_experts_per_tok"], c.get("moe_intermediate_size") or c["intermediate_size"]
+    shared = 4 * c.get("shared_expert_intermediate_size", 0)
+    return attention + 2 * h + 3 * k * (h + inter) + c["num_experts"] + shared
+
+
 def model_shape(c: dict) -> ModelShape:
     """Parameter counts and widths from a transformers config.json (Qwen2/3, Qwen2/3-MoE, OLMoE, Mixtral, Llama)."""
     h, layers, vocab = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"]
@@ -98,11 +114,10 @@ def model_shape(c: dict) -> ModelShape:
     per_layer = [attn + _mlp_params(c, _moe_layer(c, i)) for i in range(layers)]
     active = [attn + _mlp_params(c, _moe_layer(c, i), active=True) for i in range(layers)]
     kv_heads = c.get("num_key_value_heads", c["num_attention_heads"])
-    moe_width = 3 * c["num_experts_per_tok"] * (c.get("moe_intermediate_size") or c["intermediate_size"]) if \
-        c.get("num_experts") else 3 * c["intermediate_size"]
-    width = 6 * h + 2 * c["num_attention_heads"] * _head_dim(c) + moe_width  # norms, residuals, q/k/v/o, MLP
+    width = max(_activation_width(c, _moe_layer(c, i)) for i in range(layers))
     return ModelShape(sum(per_layer) + embed + h, sum(active) + embed + h, layers, h, vocab,
-                      2 * layers * kv_heads * _head_dim(c) * 2, width, max(per_layer))
+                      2 * layers * kv_heads * _head_dim(c) * 2, width, max(per_layer),
+                      c.get("max_position_embeddings") or 0)
 
 
 def read_model_config(path: str) -> dict:
@@ -131,21 +146,44 @@ class GPU:
 
 
 def trainer_gib(shape: ModelShape, ranks: int, sharded: bool, tokens: int, checkpointing: bool,
-                reference: bool) -> dict[str, float]:
-    """One trainer rank in bf16 mixed precision with fp32 master weights and AdamW: weights 4 B, gradients 4 B
-    and Adam's two moments 8 B per parameter (1/ranks of it under FSDP, plus two gathered bf16 layers); the
-    activations of one micro-batch of `tokens` tokens; the frozen reference in bf16."""
+                reference: bool, chunk_tokens: int = 0, value_bytes: int = 2) -> dict[str, float]:
+    """One trainer rank with fp32 master weights and AdamW: weights 4 B, gradients 4 B and Adam's two moments 8 B
+    per parameter (1/ranks of it under FSDP, plus two gathered layers); the activations of one micro-batch of
+    `tokens` tokens at `value_bytes` a value (2: bf16 mixed precision; 4: fp32); the output layer's logits, of one
+    chunk of `chunk_tokens` tokens (rl/trainer/chunked.py) or, with 0, of every token; the frozen reference."""
     share = 1 / ranks if sharded else 1.0
     out = {"weights (fp32)": 4 * shape.params * share, "gradients (fp32)": 4 * shape.params * share,
            "optimizer state (Adam, fp32)": 8 * shape.params * share}
     if sharded:
-        out["gathered layers (bf16)"] = 2 * 2 * shape.largest_layer_params
-    kept = shape.hidden if checkpointing else shape.activation_width  # per token and layer, bf16
-    out["activations"] = 2 * tokens * (kept * shape.layers + (shape.activation_width if checkpointing else 0))
-    out["logits and log-softmax"] = tokens * shape.vocab * (2 + 4 + 4)  # bf16 logits, fp32 log-softmax, its grad
+        out["gathered layers"] = 2 * value_bytes * shape.largest_layer_params
+    kept = shape.hidden if checkpointing else shape.activation_width  # per token and layer
+    out["activations"] = value_bytes * tokens * (kept * shape.layers + (shape.activation_width if checkpointing else 0))
+    out.update(logits_bytes(shape, tokens, chunk_tokens, value_bytes))
     if reference:
         out["reference (bf16)"] = 2 * shape.params * share
     return {k: v / GIB for k, v in out.items()}
+
+
+def logits_bytes(shape: ModelShape, tokens: int, chunk_tokens: int, value_bytes: int) -> dict[str, float]:
+    """The output layer's share. Materialized (chunk 0): per token and vocabulary entry the logits, their fp32
+    log-softmax and its gradient. Chunked: one chunk's logits in the compute dtype, three fp32 buffers of it (the
+    scaled logits, the log-sum-exp's or the gradient's temporary, the probabilities), the fp32 weight-gradient
+    accumulator, and per scored token its final hidden state and log-normaliser."""
+    if chunk_tokens == 0:
+        return {"logits and log-softmax": tokens * shape.vocab * (value_bytes + 4 + 4)}
+    chunk = min(chunk_tokens, tokens)
+    return {"logits (one chunk)": chunk * shape.vocab * (value_bytes + 3 * 4) + 4 * shape.vocab * shape.hidden
+            + tokens * (value_bytes * shape.hidden + 8)}
+
+
+def longest_response(fits, prompt_tokens: int, budget: int, limit: int = 1 << 21) -> int:
+    """The longest response (at most `limit`) whose sequence the trainer can hold: a sequence past the token budget
+    is a micro-batch of its own, so the rank's memory `fits(tokens)` decides. 0 when not even the budget fits."""
+    lo, hi = 0, limit
+    while lo < hi:  # the largest response r with fits(max(budget, prompt + r))
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(max(budget, prompt_tokens + mid)) else (lo, mid - 1)
+    return lo
 
 
 def engine_gib(shape: ModelShape, tp: int, memory_gib: float, utilization: float, fp8: bool) -> dict[str, float]:
@@ -173,7 +211,8 @@ def fit(gpus: list[GPU], memory_gib: float) -> None:
             raise PlanError(f"{g.name()} needs {g.peak_gib:.1f} GiB of {memory_gib:g} GiB: "
                             f"{', '.join(f'{k} {v:.1f}' for k, v in g.parts.items())} ({g.note}); shard the trainer "
                             f"over more ranks (trainer.sharding=fsdp, trainer.ranks), turn on "
-                            f"trainer.activation_checkpointing, or lower trainer.micro_batch_size")
+                            f"trainer.activation_checkpointing, or lower trainer.max_tokens_per_micro_batch "
+                            f"(trainer.micro_batch_size)")
 
 
 def peak(parts: dict[str, float], trainer_keys: list[str], engine_keys: list[str], sleeps: bool) -> tuple[float, str]:

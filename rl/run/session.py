@@ -72,6 +72,7 @@ class Session:
         tokenizer = load_tokenizer(model_path)
         train, held_out, eval_sets = load_data(cfg, tokenizer, trainable)
         longest = max(len(x) for p in (train, held_out, *eval_sets.values()) for x in p.ids)
+        check_positions(model_path, longest, cfg.rollout.max_new_tokens)
         backend = weight_transfer_backend(cfg)
         init_ray(cfg)
         r, t = cfg.rollout, cfg.trainer
@@ -117,6 +118,22 @@ def load_data(cfg: Config, tokenizer, trainable: bool) -> tuple[PromptSet, Promp
         if trainable and seed_of(path) in seeds:
             raise ConfigError(f"{path} uses a training split's seed: its problems would be trained on", where)
     return train, held_out, sets
+
+
+def check_positions(model_path: str, longest_prompt: int, max_new_tokens: int) -> None:
+    """The engines' max_model_len is the longest prompt plus the response budget; a model with fewer positions
+    (config.json's max_position_embeddings) cannot hold it: fail before any engine starts, naming both."""
+    import json
+    from pathlib import Path
+
+    config = Path(model_path) / "config.json"
+    c = json.loads(config.read_text())
+    limit = (c.get("text_config") or c).get("max_position_embeddings")
+    need = longest_prompt + max_new_tokens
+    if limit is not None and need > limit:
+        raise ConfigError(f"={max_new_tokens} plus the longest prompt ({longest_prompt} tokens) is {need} tokens, more than "
+                          f"the model's {limit} positions (max_position_embeddings in {config}); lower "
+                          f"rollout.max_new_tokens to at most {limit - longest_prompt}", "rollout.max_new_tokens")
 
 
 def start_trainer(cfg: Config, policy_path: str, reference_path: str, pg, p: Plan):

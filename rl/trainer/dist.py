@@ -1,6 +1,6 @@
 """torch.distributed helpers for the trainer ranks.
 
-Every rank trains on its rows of each mini-batch. Losses are normalised by the mini-batch's global counts, so the
+Every rank trains on its rows of each mini-batch (rl.trainer.micro). Losses are normalised by the mini-batch's global counts, so the
 ranks' losses sum to the one-rank loss.
 
 trainer.sharding=replicate: every rank holds the whole policy; gradients are summed with one all-reduce per
@@ -8,8 +8,8 @@ optimizer step (DDP's arithmetic). We do not wrap the model in `DistributedDataP
 need every rank to run the same number of micro-batches and to touch the same parameters, and an MoE layer
 routes each rank's tokens to different experts. Plain all-reduces: gloo here, and NCCL would run them unchanged.
 
-trainer.sharding=fsdp: `shard_model` (FSDP2); every rank then takes part in every forward (`micro_batches`) and
-in gathering the whole state (`full_state`).
+trainer.sharding=fsdp: `shard_model` (FSDP2); every rank then takes part in every forward (as many passes as the
+busiest rank) and in gathering the whole state (`full_state`).
 """
 
 from __future__ import annotations
@@ -23,11 +23,6 @@ def world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
-
-
-def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Rows [lo, hi) of n that `rank` trains on: contiguous, sizes differing by at most one."""
-    return n * rank // world_size, n * (rank + 1) // world_size
 
 
 def all_reduce_sum_(*tensors: torch.Tensor) -> None:
@@ -116,18 +111,3 @@ def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
 
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return state if world()[0] == 0 else None
-
-
-def micro_batches(lo: int, hi: int, size: int, count: int) -> list[tuple[int, int]]:
-    """`count` micro-batches [a, b) over rows [lo, hi), `size` rows each; those past `hi` are empty (a == b)."""
-    return [(min(lo + i * size, hi), min(lo + (i + 1) * size, hi)) for i in range(count)]
-
-
-def rank_micro_batches(n: int, size: int, rank: int, ranks: int, sharded: bool) -> list[tuple[int, int]]:
-    """The micro-batches [a, b) of `size` rows this rank runs over its share of n rows.
-
-    Under FSDP every rank must run as many forward passes as the others (each one gathers the parameters), so a
-    rank with fewer rows runs empty micro-batches (a == b) too."""
-    lo, hi = shard_bounds(n, rank, ranks)
-    rows = -(-n // ranks) if sharded else hi - lo  # FSDP: as many micro-batches as the busiest rank
-    return micro_batches(lo, hi, size, -(-rows // size))

@@ -4,7 +4,7 @@ The trainer computes on CPU today (the policy is not moved to a GPU), so the gro
 rl.dist are the ones NCCL runs too, but the GPU path (device placement, NCCL) is not built or tested.
 
 Each actor holds an `rl.trainer.rank.Trainer`; the group fans the loop's calls out and gathers the answers. Rows of a
-batch are split contiguously over the ranks (rl.trainer.dist.shard_bounds) for every forward pass.
+batch are split over the ranks by tokens (rl.trainer.micro) for every forward pass.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 
 from rl.batch.types import TrainBatch
 from rl.config import Config
-from rl.trainer.dist import shard_bounds
-from rl.trainer.update import UpdateResult
+from rl.trainer.micro import plan_ranks
+from rl.trainer.update import UpdateResult, micro_batching
 from rollout.logfile import log_to_file
 
 
@@ -61,6 +61,7 @@ class TrainerGroup:
         self.node_ids = ray.get([r.setup.remote(i, len(self.ranks), addr, port) for i, r in enumerate(self.ranks)])
         self._weight_bytes = self._first("weight_bytes")
         self.sharded = cfg.trainer.sharding == "fsdp"  # every policy forward is a collective over the ranks
+        self.cfg = cfg
 
     def _all(self, method: str, *args, **kwargs) -> list:
         return ray.get([r.call.remote(method, *args, **kwargs) for r in self.ranks])
@@ -75,25 +76,32 @@ class TrainerGroup:
         return self._weight_bytes
 
     def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: str = "policy",
-                 with_routing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Each rank scores its rows; the results are concatenated in row order. Under FSDP (policy and reference
-        are both sharded) every rank scores as many rows as the others, so as many micro-batches: short shards are
-        padded with row 0, then cut."""
-        n, k = len(input_ids), len(self.ranks)
-        bounds = [shard_bounds(n, r, k) for r in range(k)]
-        pad = -(-n // k) if self.sharded else 0
-        calls = [(r, list(range(a, b)) + [0] * max(pad - (b - a), 0), b - a) for r, (a, b) in zip(self.ranks, bounds)]
-        calls = [c for c in calls if c[1]]
-        parts = ray.get([r.call.remote("logprobs", input_ids[i], attention_mask[i], model, with_routing)
-                         for r, i, _ in calls])
-        logps = torch.cat([p[0][:m] for p, (_, _, m) in zip(parts, calls)])
-        routing = torch.cat([p[1][:m] for p, (_, _, m) in zip(parts, calls)]) if with_routing else None
+                 with_routing: bool = False, score_mask: torch.Tensor | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each rank scores its rows (balanced by tokens, rl.trainer.micro); the results are put back in row order.
+        Under FSDP (policy and reference are both sharded) every rank runs as many micro-batches as the busiest."""
+        plan = plan_ranks(attention_mask.sum(1).tolist(), len(self.ranks), micro_batching(self.cfg))
+        parts = [torch.tensor(rows, dtype=torch.long) for rows in plan.rows()]
+        passes = plan.passes if self.sharded else 0
+        calls = [(r, rows) for r, rows in zip(self.ranks, parts) if len(rows) or self.sharded]
+        got = ray.get([r.call.remote("logprobs", input_ids[rows], attention_mask[rows], model, with_routing,
+                                     None if score_mask is None else score_mask[rows], passes) for r, rows in calls])
+        logps = torch.zeros(input_ids.shape[0], input_ids.shape[1] - 1)
+        routing = None
+        for (_, rows), (lp, rt) in zip(calls, got):
+            logps[rows] = lp
+            if with_routing and len(rows):
+                routing = routing if routing is not None else rt.new_zeros(input_ids.shape[0], *rt.shape[1:])
+                routing[rows] = rt
         return logps, routing
 
     def update(self, batch: TrainBatch) -> UpdateResult:
-        """Every rank returns the same (all-reduced) result; rank 0's is kept."""
-        ref = ray.put(batch)
-        return self._all("update", ref)[0]
+        """Every rank returns the same (all-reduced) result but its own peak memory; rank 0's is kept, with the
+        peak of the busiest rank."""
+        results = self._all("update", ray.put(batch))
+        peak = max(r.metrics["trainer/peak_memory_gib"] for r in results)
+        first = results[0]
+        return UpdateResult(first.metrics | {"trainer/peak_memory_gib": peak}, first.before_logps, first.before_rows)
 
     def weights(self) -> ray.ObjectRef:
         """Rank 0's packed weights, left in the object store for the engines to fetch from it directly (under

@@ -9,7 +9,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rl.batch.types import micro_slices
 from rl.families import ROUTER_BIAS, Routing, bias_step, is_router, routing_of
 
 
@@ -166,23 +165,31 @@ class RoutingHooks:
 
 
 @torch.no_grad()
-def logprobs_and_routing(model, input_ids: Tensor, attention_mask: Tensor, temperature: float,
-                         micro_batch_size: int) -> tuple[Tensor, Tensor]:
-    """The trainer's logprobs (B, L-1) and its routing (B, L, layers, k), in micro-batches, without gradients."""
-    from rl.trainer.forward import token_logprobs
+def logprobs_and_routing(model, input_ids: Tensor, attention_mask: Tensor, scoring, micro_batches: list[list[int]],
+                         score_mask: Tensor | None = None, passes: int = 0) -> tuple[Tensor, Tensor]:
+    """The trainer's logprobs (B, L-1) and its routing (B, L, layers, k) over `micro_batches` (row indices),
+    scored as `scoring` (rl.trainer.forward.Scoring) says but padded: routing is recorded on the padded layout."""
+    import dataclasses
+
+    from rl.trainer.forward import run_micro_batches, token_logprobs
+
+    scoring = dataclasses.replace(scoring, pack=False)
 
     B, L = input_ids.shape
-    logps = torch.zeros(B, L - 1)
-    experts, device = None, next(model.parameters()).device
-    for s, e, w in micro_slices(attention_mask, micro_batch_size):
-        ids, mask = input_ids[s:e, :w].to(device), attention_mask[s:e, :w].to(device)
-        with RoutingHooks(model, (e - s, w)) as rec:
-            logps[s:e, : w - 1] = token_logprobs(model, ids, mask, temperature).logps.float().cpu()
-        got = rec.experts().cpu()
-        if experts is None:
-            experts = torch.zeros(B, L, got.shape[2], got.shape[3], dtype=torch.long)
-        experts[s:e, :w] = got
-    return logps, experts
+    logps, experts = torch.zeros(B, L - 1), []
+
+    def forward(rows, ids, mask, score):
+        with RoutingHooks(model, tuple(ids.shape)) as rec:
+            f = token_logprobs(model, ids, mask, scoring, score_mask=score)
+        logps[rows, : ids.shape[1] - 1] = f.logps.float().cpu()
+        experts.append((rows, rec.experts().cpu()))
+
+    run_micro_batches(model, micro_batches, input_ids, attention_mask, score_mask, passes, forward)
+    layers, k = experts[0][1].shape[2:] if experts else (0, 0)
+    out = torch.zeros(B, L, layers, k, dtype=torch.long)
+    for rows, got in experts:
+        out[rows, : got.shape[1]] = got
+    return logps, out
 
 
 def sampler_agreement(router_logits: tuple[Tensor, ...], sampler_experts: Tensor, positions: Tensor,

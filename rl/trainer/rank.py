@@ -18,10 +18,11 @@ from rl.trainer.device import autocast, compute_dtype, trainer_device
 from rl.trainer.dist import full_state, load_sharded, world
 from rl.trainer.export import checkpoint_tensors
 from rl.trainer.forward import batched_logprobs
+from rl.trainer.memory import PeakMemory
 from rl.trainer.moe import freeze_router, logprobs_and_routing, router_biases
 from rl.trainer.optim import make_optimizer
 from rl.trainer.policy import empty_policy, load_policy
-from rl.trainer.update import UpdateResult, update
+from rl.trainer.update import UpdateResult, micro_batching, scoring_of, update
 from rollout.transport import PackedWeights, pack_tensors
 from rollout.types import RolloutGroup
 
@@ -42,6 +43,7 @@ class Trainer:
         self.reference = self._load(reference_path, trainable=False) if cfg.algo.kl_coef > 0 else None
         self._weight_bytes = sum(t.numel() * t.element_size() for t in self.policy.state_dict().values())
         self.optim = make_optimizer(self.policy, cfg.trainer)
+        self.memory = PeakMemory(self.device)  # the peak over a step's passes, read when its update ends
 
     def _load(self, path: str, trainable: bool):
         """The policy or the reference on this rank's device: whole, or (FSDP) read by rank 0 only and sharded;
@@ -66,22 +68,26 @@ class Trainer:
         return top_k_of(self.policy.config)
 
     def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: str = "policy",
-                 with_routing: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B, L-1) logprobs of `model` ("policy" or "reference") without gradients, and with `with_routing` the
-        policy's routing (B, L, layers, k)."""
-        temperature, mbs = self.cfg.rollout.temperature, self.cfg.trainer.micro_batch_size
-        with self._precision():
-            if with_routing:
-                return logprobs_and_routing(self.policy, input_ids, attention_mask, temperature, mbs)
+                 with_routing: bool = False, score_mask: torch.Tensor | None = None,
+                 passes: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, L-1) logprobs of `model` ("policy" or "reference") without gradients at the targets of `score_mask`
+        (default: all), and with `with_routing` the policy's routing (B, L, layers, k). `passes`: run at least
+        this many forwards (FSDP: as many as the busiest rank)."""
+        batches = micro_batching(self.cfg).batches(attention_mask.sum(1).tolist())
+        args = (input_ids, attention_mask, scoring_of(self.cfg), batches, score_mask, passes)
+        with self._precision(), self.memory:
+            if with_routing:  # recorded on the padded layout
+                return logprobs_and_routing(self.policy, *args)
             net = self.reference if model == "reference" else self.policy
-            return batched_logprobs(net, input_ids, attention_mask, temperature, mbs, self.cfg.trainer.pack_sequences), None
+            return batched_logprobs(net, *args), None
 
     def update(self, batch: TrainBatch) -> UpdateResult:
         """rl.trainer.update.update with the run's settings (this rank's rows of each mini-batch under
         torch.distributed), on this rank's device; the result comes back on the CPU."""
-        with self._precision():
+        with self._precision(), self.memory:
             result = update(self.policy, self.optim, batch.to(self.device), self.cfg)
-        return UpdateResult(result.metrics, result.before_logps.cpu(), result.before_rows.cpu())
+        metrics = result.metrics | {"trainer/peak_memory_gib": self.memory.take_peak_gib()}
+        return UpdateResult(metrics, result.before_logps.cpu(), result.before_rows.cpu())
 
     def _precision(self):
         return autocast(self.device, self.dtype, self.sharded)
@@ -104,8 +110,7 @@ class Trainer:
 
     def sync_gap(self, groups: list[RolloutGroup], pad_id: int) -> float:
         with self._precision():
-            return max_logprob_gap(self.policy, groups, self.cfg.rollout.temperature, pad_id,
-                                   self.cfg.trainer.pack_sequences)
+            return max_logprob_gap(self.policy, groups, pad_id, scoring_of(self.cfg), micro_batching(self.cfg))
 
     def save(self, folder: Path, rank: int = 0, with_state: bool = True) -> None:
         """Rank 0 writes the policy (a Hugging Face folder); `with_state`, also the optimizer and LR schedule

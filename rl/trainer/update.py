@@ -1,8 +1,8 @@
 """The policy update on a TrainBatch: epochs x mini-batches of optimizer steps, each micro-batched.
 
 `policy_step` is one optimizer step; `update` runs the PPO-style loop with the old logprobs held fixed.
-Under torch.distributed each rank runs its rows of every mini-batch (rl.trainer.dist.shard_bounds) with the
-mini-batch's global counts, so the ranks' losses sum to the one-rank loss; `StepSums.all_reduce` and the
+Under torch.distributed each rank runs its rows of every mini-batch (rl.trainer.micro: balanced by tokens) with
+the mini-batch's global counts, so the ranks' losses sum to the one-rank loss; `StepSums.all_reduce` and the
 gradient all-reduce make every rank hold the same result.
 """
 
@@ -19,8 +19,10 @@ from rl.families import Routing, routing_of
 from rl.objectives import LossInputs, get_loss
 from rl.objectives.aggregation import aggregate, count_seqs, count_tokens
 from rl.objectives.kl import kl_penalty
-from rl.trainer.dist import all_reduce_grads_, all_reduce_sum_, is_sharded, rank_micro_batches, world
-from rl.trainer.forward import Forward, token_logprobs
+from rl.trainer.chunked import EntropyMode
+from rl.trainer.dist import all_reduce_grads_, all_reduce_sum_, is_sharded, world
+from rl.trainer.forward import Forward, Scoring, token_logprobs
+from rl.trainer.micro import MicroBatching, plan_ranks
 from rl.trainer.moe import (
     RoutingHooks,
     bias_metrics,
@@ -86,18 +88,21 @@ def policy_step(model, optim: Optim, batch: TrainBatch, cfg: Config) -> tuple[di
     rank, ranks = world()
     sharded = ranks > 1 and is_sharded(model)
     model.train()
-    passes = rank_micro_batches(len(batch), cfg.trainer.micro_batch_size, rank, ranks, sharded)
-    for i, (start, end) in enumerate(passes):
+    plan = plan_ranks(batch.lengths(), ranks, micro_batching(cfg))
+    passes = plan.batches[rank] + [[]] * ((plan.passes - len(plan.batches[rank])) if sharded else 0)
+    for i, rows in enumerate(passes):
         if sharded:  # FSDP reduce-scatters the gradients once, after the last micro-batch
             model.set_requires_gradient_sync(i == len(passes) - 1)
-        if start == end:  # FSDP: the gathers and reductions of a pass this rank has no rows for
-            token_logprobs(model, batch.input_ids[:1, :2], batch.attention_mask[:1, :2]).logps.sum().mul(0).backward()
+        if not rows:  # FSDP: the gathers and reductions of a pass this rank has no rows for
+            token_logprobs(model, batch.input_ids[:1, :2], batch.attention_mask[:1, :2],
+                           scoring_of(cfg)).logps.sum().mul(0).backward()
             continue
-        mb = batch.slice(start, end)
+        index = torch.tensor(rows, device=batch.input_ids.device)
+        mb = batch.select(index)
         fwd = _forward(model, mb, cfg, routing, sums)
         loss = _micro_loss(fwd, mb, cfg, sums, share=len(mb) / len(batch), counts=(num_seqs, num_tokens))
         (loss * ranks if sharded else loss).backward()  # FSDP averages over the ranks (rl.trainer.dist.shard_model)
-        _record(seen, sums, fwd, mb, start, routing, biases)
+        _record(seen, sums, fwd, mb, index, routing, biases)
     sums.all_reduce(*_seen_tensors(seen))
     params = [p for p in model.parameters() if p.requires_grad]
     if ranks > 1 and not sharded:  # FSDP has summed the gradients already, into each rank's shard
@@ -106,18 +111,30 @@ def policy_step(model, optim: Optim, batch: TrainBatch, cfg: Config) -> tuple[di
     if cfg.moe.bias_update_rate > 0 and seen.load is not None:  # every rank holds the summed load: same update
         update_router_bias_(model, seen.load, cfg.moe.bias_update_rate)
     metrics = _step_metrics(sums, grad_norm, optim.lr(), num_tokens, cfg) | bias_metrics(model)
-    return metrics | {"time/optimizer": optimizer_s}, seen, sums
+    plan_metrics = {"trainer/micro_batches": plan.passes, "trainer/token_imbalance": plan.token_imbalance}
+    return metrics | plan_metrics | {"time/optimizer": optimizer_s}, seen, sums
+
+
+def micro_batching(cfg: Config) -> MicroBatching:
+    return MicroBatching(cfg.trainer.micro_batch_size, cfg.trainer.max_tokens_per_micro_batch)
+
+
+def scoring_of(cfg: Config, entropy: EntropyMode = "none", pack: bool | None = None) -> Scoring:
+    """The run's Scoring: its temperature, packing and chunked head, with `entropy` (and `pack`, when given)."""
+    t = cfg.trainer
+    return Scoring(cfg.rollout.temperature, t.pack_sequences if pack is None else pack, t.logprob_chunk_tokens, entropy)
 
 
 def _forward(model, mb: TrainBatch, cfg: Config, routing: Routing | None, sums: StepSums) -> Forward:
     """The micro-batch's forward with gradients; it replays the batch's routing when it has one."""
-    temperature = cfg.rollout.temperature
+    entropy = "grad" if cfg.algo.entropy_coef > 0 else "value"  # the metric, or a term of the loss
     if mb.routed_experts is None:
-        return token_logprobs(model, mb.input_ids, mb.attention_mask, temperature, with_entropy=True,
-                              with_router=routing is not None, pack=cfg.trainer.pack_sequences)
+        return token_logprobs(model, mb.input_ids, mb.attention_mask, scoring_of(cfg, entropy),
+                              with_router=routing is not None, score_mask=mb.mask)
     positions = torch.nn.functional.pad(mb.mask, (0, 1))  # inputs whose outputs score response tokens
     with RoutingHooks(model, tuple(mb.input_ids.shape), mb.routed_experts, positions) as replay:
-        fwd = token_logprobs(model, mb.input_ids, mb.attention_mask, temperature, with_entropy=True, with_router=True)
+        fwd = token_logprobs(model, mb.input_ids, mb.attention_mask, scoring_of(cfg, entropy, pack=False),
+                             with_router=True, score_mask=mb.mask)
     sums.replay_agree += replay.agree
     sums.replay_total += replay.total
     return fwd
@@ -130,6 +147,8 @@ def _micro_loss(fwd: Forward, mb: TrainBatch, cfg: Config, sums: StepSums, share
     algo, mask = cfg.algo, mb.mask
     out = get_loss(algo.loss.name)(LossInputs(fwd.logps, mb.old_logps, mb.advantages, mask, mb.is_weight), algo.loss)
     per_token = out.per_token
+    if algo.entropy_coef > 0:  # the entropy bonus: -coef * H per token, with its gradient
+        per_token = per_token - algo.entropy_coef * torch.where(mask, fwd.entropy, 0.0)
     if mb.ref_logps is not None:
         kl = torch.where(mask, kl_penalty(fwd.logps, mb.ref_logps, algo.kl_estimator), 0.0)  # (b, T)
         if not algo.kl_in_reward:
@@ -146,11 +165,11 @@ def _micro_loss(fwd: Forward, mb: TrainBatch, cfg: Config, sums: StepSums, share
     return loss
 
 
-def _record(seen: Seen, sums: StepSums, fwd: Forward, mb: TrainBatch, start: int, routing: Routing | None,
+def _record(seen: Seen, sums: StepSums, fwd: Forward, mb: TrainBatch, rows: torch.Tensor, routing: Routing | None,
             biases: list) -> None:
     """Files what this micro-batch's forward saw: its logprobs, router load and agreement with the engine, and
     the load of the routing it used (the replayed experts under replay), which steers the bias update."""
-    seen.logps[start : start + len(mb), : fwd.logps.shape[1]] = fwd.logps.detach()
+    seen.logps[rows, : fwd.logps.shape[1]] = fwd.logps.detach()
     if not fwd.router_logits:
         return
     if mb.sampler_experts is not None:
