@@ -218,6 +218,23 @@ class RewardSource:
 
 
 @dataclass
+class SandboxConfig:
+    min_isolation: Literal["allowlist", "namespaces", "rlimits"] = "allowlist"
+    """The weakest isolation model-written code may run under (docs/rewards.md, "Sandbox"): `allowlist` (its own
+    namespaces, and a root holding only the interpreter, the system libraries and `packages`), `namespaces` (the
+    whole host read-only: its files and Unix sockets in view) or `rlimits` (no namespaces). On a machine that
+    gives less, a run with code rewards stops at start, naming what is missing."""
+    packages: list[str] = field(default_factory=list)
+    """Packages programs may import (e.g. numpy): their folders, as installed here, join the sandbox's view."""
+
+    def __post_init__(self):
+        import importlib.util
+
+        missing = [p for p in self.packages if importlib.util.find_spec(p) is None]
+        require(not missing, "packages", f"{missing} not importable here")
+
+
+@dataclass
 class RewardConfig:
     terms: list[RewardTerm] = field(
         default_factory=lambda: [RewardTerm("math", 1.0), RewardTerm("format", 0.1)]
@@ -231,6 +248,8 @@ class RewardConfig:
     sources: dict[str, RewardSource] = field(default_factory=dict)
     """Terms per data source, selected by each row's `data_source` (verl's convention): one run can mix math,
     code and a plug-in task; metrics are split per source (reward/<source>/accuracy)."""
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    """What the code sandbox must give model-written programs, and the packages it lets them import."""
 
     def __post_init__(self):
         require(len(self.terms) >= 1, "terms", "must name at least one verifier")

@@ -86,6 +86,14 @@ def task_items() -> list[tuple[str, str]]:
              json.dumps(tests(*p))) for p in splits()[1]]
 
 
+def _runs():
+    from rewards.code.sandbox import SandboxPolicy
+
+    return [("one-off sandboxes, allowlisted view", False, SandboxPolicy()),
+            ("zygote, the whole host read-only (before the allowlist)", True, SandboxPolicy("namespaces", view="host")),
+            ("zygote, allowlisted view (the default)", True, SandboxPolicy())]
+
+
 def bench_math_verify(items) -> tuple[float, int]:
     from math_verify import parse, verify
 
@@ -135,17 +143,31 @@ def main() -> None:
         sets = {}
     sets["the embedded task's 300 held-out functions (call)"] = task_items()
     for name, programs in sets.items():
-        for reuse in (False, True):  # side by side in one run: a sandbox per program, then the zygote's forks
-            t0 = time.perf_counter()
-            out = rewards.score_batch([("code", r, spec, {"reuse_sandbox": reuse}) for r, spec in programs],
-                                      workers=args.workers)
-            dt = time.perf_counter() - t0
-            passed = sum(r.score == 1.0 for r in out)
-            print(f"code, {'zygote' if reuse else 'one-off'} sandboxes: {name} in {dt:.2f} s = "
-                  f"{len(programs) / dt:.1f} programs/s on {args.workers} workers; {passed}/{len(programs)} score 1")
+        for label, reuse, pol in _runs():  # side by side in one run
+            bench_code(name, programs, label, reuse, pol, args.workers)
     rep = isolation_report()
-    print(f"sandbox: namespaces={rep['namespaces']} uid={rep['uid']} cgroup={rep['cgroup']} "
+    print(f"sandbox: namespaces={rep['namespaces']} uid={rep['uid']} cgroup={rep['cgroup']} view={rep['view']} "
           f"process_limit={rep['process_limit']} reuse={rep['program_reuse']}")
+
+
+def bench_code(name: str, programs, label: str, reuse: bool, pol, workers: int) -> None:
+    """One code set through score_batch in fresh workers that run under `pol` (the run's reward.sandbox)."""
+    import os
+
+    import rewards
+    from rewards.code.sandbox import POLICY_ENV
+
+    os.environ.update(pol.to_env())
+    rewards.close_pool()  # the workers read the policy when they start
+    rewards.score_batch([("math", "\\boxed{1}", "1", {})] * workers, workers=workers)
+    t0 = time.perf_counter()
+    out = rewards.score_batch([("code", r, spec, {"reuse_sandbox": reuse}) for r, spec in programs], workers=workers)
+    dt = time.perf_counter() - t0
+    passed = sum(r.score == 1.0 for r in out)
+    print(f"code, {label}: {name} in {dt:.2f} s = {len(programs) / dt:.1f} programs/s on {workers} workers; "
+          f"{passed}/{len(programs)} score 1")
+    os.environ.pop(POLICY_ENV)
+    rewards.close_pool()
 
 
 if __name__ == "__main__":

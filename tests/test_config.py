@@ -28,6 +28,11 @@ def test_tiny_yaml_loads_with_overrides():
         ("rollout.engine_threads=-1", "rollout.engine_threads"),
         ("trainer.sharding=zero3", "trainer.sharding"),
         ("trainer.sharding=fsdp", "trainer.sharding=fsdp needs trainer.ranks > 1"),
+        ("reward.sandbox.min_isolation=none", "reward.sandbox.min_isolation"),
+        ("reward.sandbox.packages=[numpyy]", "reward.sandbox.packages ['numpyy'] not importable here"),
+        ("trainer.max_tokens_per_micro_batch=-1", "trainer.max_tokens_per_micro_batch"),
+        ("trainer.logprob_chunk_tokens=-8", "trainer.logprob_chunk_tokens"),
+        ("algo.entropy_coef=-0.1", "algo.entropy_coef"),
     ],
 )
 def test_bad_override_names_the_key(override, needle):

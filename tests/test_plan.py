@@ -10,6 +10,7 @@ from rl.run.plan import (
     GIB,
     GPU,
     Cluster,
+    MicroBatch,
     PlanError,
     engine_gib,
     fit,
@@ -56,12 +57,12 @@ def test_trainer_and_engine_memory_by_hand():
                          "vocab_size": 32000, "tie_word_embeddings": True})
     p = shape.params  # 8 x (4 x 1024^2 + 3 x 1024 x 4096 + 2 x 1024) + 32000 x 1024 + 1024 = 167,789,568
     assert p == 8 * (4 * 1024**2 + 3 * 1024 * 4096 + 2048) + 32000 * 1024 + 1024
-    t = trainer_gib(shape, ranks=4, sharded=True, tokens=1000, checkpointing=True, reference=True)
+    t = trainer_gib(shape, ranks=4, sharded=True, mb=MicroBatch(1000, checkpointing=True), reference=True)
     assert t["weights (fp32)"] == pytest.approx(4 * p / 4 / GIB) and t["optimizer state (Adam, fp32)"] == pytest.approx(2 * p / GIB)
     assert t["reference (bf16)"] == pytest.approx(2 * p / 4 / GIB)
     assert t["logits and log-softmax"] == pytest.approx(1000 * 32000 * 10 / GIB)  # bf16 logits + fp32 log-softmax + grad
     assert t["activations"] == pytest.approx(2 * 1000 * (1024 * 8 + shape.activation_width) / GIB)  # checkpointed
-    full = trainer_gib(shape, ranks=4, sharded=False, tokens=1000, checkpointing=False, reference=False)
+    full = trainer_gib(shape, ranks=4, sharded=False, mb=MicroBatch(1000), reference=False)
     assert full["weights (fp32)"] == pytest.approx(4 * p / GIB) and "gathered layers (bf16)" not in full
     e = engine_gib(shape, tp=2, memory_gib=80, utilization=0.5, fp8=False)
     assert e["weights"] == pytest.approx(p / GIB) and e["KV cache"] == pytest.approx(40 - p / GIB - 1.5)

@@ -17,6 +17,7 @@ from rewards.code import zygote
 from rewards.code.sandbox import Limits, detect_isolation, run_sandboxed
 
 ISO = detect_isolation()
+KEY = (ISO, ())  # the zygote of the default policy (no packages in view)
 pytestmark = pytest.mark.skipif(not (ISO.namespaces == "root" and ISO.cgroup),
                                 reason=f"the zygote needs namespaces as root and cgroups; here: {ISO}")
 
@@ -25,7 +26,7 @@ def call(program: str, *args):
     """Run `f(*args)` in the sandbox; returns (its result or error, the pid of the zygote it ran in)."""
     r = run_sandboxed({"kind": "call", "program": program, "fn_name": "f", "cases": [list(args)]})
     rec = r.records[0] if r.records else {"error": r.stderr.decode()[-300:]}
-    return (json.loads(rec["result"]) if "result" in rec else rec), zygote._ZYGOTES[ISO].proc.pid
+    return (json.loads(rec["result"]) if "result" in rec else rec), zygote._ZYGOTES[KEY].proc.pid
 
 
 def test_files_do_not_cross():
@@ -69,7 +70,7 @@ def test_environment_and_memory_do_not_cross():
     from tests.test_rewards_code import LEAK
 
     found, zb = call(LEAK.replace("def leak():", "def f():"))
-    assert found == "not found" and zb == zygote._ZYGOTES[ISO].proc.pid
+    assert found == "not found" and zb == zygote._ZYGOTES[KEY].proc.pid
 
 
 SHM = ("import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nKEY = 0x5075726c\n"
@@ -97,14 +98,14 @@ def test_zygote_survives_what_programs_do_and_is_replaced_when_killed():
     killer = ("import os, signal\ndef f():\n    for pid in (-1, os.getppid(), 1):\n        try:\n"
               "            os.kill(pid, signal.SIGKILL)\n        except OSError:\n            pass\n    return 0\n")
     call(killer)
-    before = zygote._ZYGOTES[ISO].proc.pid
+    before = zygote._ZYGOTES[KEY].proc.pid
     t0 = time.monotonic()
     r = run_sandboxed({"kind": "call", "program": "def f():\n    while True:\n        pass\n", "fn_name": "f", "cases": [[]]},
                       limits=Limits(wall_s=1.0, cpu_s=10))  # the wall clock, not RLIMIT_CPU, ends it
     assert r.timed_out and r.records == [] and time.monotonic() - t0 < 5
     assert call("def f():\n    return 7\n") == (7, before)  # same zygote after a kill-all and a timeout
     os.killpg(before, 9)
-    zygote._ZYGOTES[ISO].proc.wait()
+    zygote._ZYGOTES[KEY].proc.wait()
     result, after = call("def f():\n    return 8\n")
     assert result == 8 and after != before
 
@@ -115,7 +116,7 @@ def test_a_zygote_killed_mid_program_fails_that_program_only():
     import threading
 
     call("def f():\n    return 0\n")  # this thread's zygote exists
-    zyg = zygote._ZYGOTES[ISO]
+    zyg = zygote._ZYGOTES[KEY]
     out = {}
 
     def slow():
@@ -131,7 +132,7 @@ def test_a_zygote_killed_mid_program_fails_that_program_only():
     os.killpg(zyg.proc.pid, 9)
     thread.join(10)
     assert isinstance(out.get("error"), zygote.ZygoteError), out
-    assert call("def f():\n    return 9\n")[0] == 9 and zygote._ZYGOTES[ISO] is not zyg
+    assert call("def f():\n    return 9\n")[0] == 9 and zygote._ZYGOTES[KEY] is not zyg
 
 
 def test_the_code_verifier_scores_the_same_with_and_without_reuse():

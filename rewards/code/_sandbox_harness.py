@@ -8,6 +8,9 @@ run: the trusted side. It reads the config (program, cases or test, nonce) from 
 serve: the untrusted side. It loads the program and answers calls with plain values (`encode`).
 zygote (`python _sandbox_harness.py SETUP_JSON SOCKET_FD`): `setup`'s host mounts once, then one fresh
     sandbox per program sent over the socket, forked into new mount, pid and IPC namespaces (`_program`).
+view: with SETUP_JSON's "view", the program's root is a new tmpfs holding only the listed host paths (the
+    interpreter, the library directories, declared packages) read-only, a minimal /dev and /etc, and its own
+    /proc and /tmp (`_allowlisted_root`); the host's root is detached. Without it, the whole host read-only.
 """
 
 import builtins
@@ -27,6 +30,9 @@ WORKDIR = "/tmp/w"
 MAX_MESSAGE = 16 << 20  # one reply from the program process; more is an attack on the test process
 MAX_DEPTH = 200  # nesting of a value crossing between the two processes
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWPID = 0x00020000, 0x08000000, 0x20000000
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+DEVICES = ("null", "zero", "urandom", "random")
+SCRATCH = ("/tmp", "/dev/shm", "/var/tmp")  # a fresh tmpfs each, per program
 REPORT_FD = 5  # in a zygote's program child: the pipe its exit report goes back on
 
 
@@ -86,20 +92,108 @@ def _expose(prefix):
 
 
 def _host_mounts(s):
-    """The host as every program sees it: private mounts, all read-only, private tmpfs scratch, the Python
-    install reachable for the program's uid. Done once per sandbox, or once per zygote."""
+    """The host as every program sees it: private mounts, only the allowlisted paths (or, without a view, the
+    whole host read-only), private tmpfs scratch, the Python install reachable for the program's uid. Done once
+    per sandbox, or once per zygote."""
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
-    _read_only_host()
+    if s.get("view"):
+        _allowlisted_root(s["view"])
+    else:
+        _read_only_host()
     _fresh_tmp(s)
-    if s["uid"] is not None:
+    if s["uid"] is not None and not s.get("view"):
         _expose(s["prefix"])
 
 
 def _fresh_tmp(s):
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={s['tmp_mb']}m")
-    for d in ("/dev/shm", "/var/tmp"):
+    for d in SCRATCH[1:]:
         if os.path.isdir(d):
             _mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=1m")
+
+
+# --- the allowlisted view: a root that holds only what running Python needs ------------------------------
+
+
+def _allowlisted_root(view):
+    """Build a tmpfs root with the view's host paths bound read-only at their own paths (symlinks on the way
+    recreated), /dev's harmless devices, an /etc that names the sandbox's users, this pid namespace's /proc and
+    scratch mount points; pivot into it, detach the host's root, and make the new root read-only."""
+    new = "/tmp"  # in this private mount namespace the host's /tmp is covered, then left behind by the pivot
+    _mount("tmpfs", new, "tmpfs", MS_NOSUID, "mode=755,size=4m")
+    bound = []
+    for path in sorted(view["paths"], key=lambda p: len(os.path.realpath(p))):
+        real = _mirror(new, path)
+        if not os.path.exists(real) or any(real == b or real.startswith(b + "/") for b in bound):
+            continue  # missing on this host, or inside a directory bound already
+        _bind_read_only(real, new + real)
+        bound.append(real)
+    for d in ("proc", "dev", "etc", "tmp", "var/tmp", "dev/shm", ".old"):
+        os.makedirs(os.path.join(new, d), mode=0o755, exist_ok=True)
+    # this pid namespace's /proc (unshare --mount-proc), carried over: a user namespace may not mount a fresh one
+    # once no proc is fully visible. A zygote's programs mount their own over it.
+    _mount("/proc", f"{new}/proc", None, MS_BIND | MS_REC)
+    for name in DEVICES:
+        open(f"{new}/dev/{name}", "w").close()
+        _mount(f"/dev/{name}", f"{new}/dev/{name}", None, MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{new}/dev/{name}")
+    with open(f"{new}/etc/passwd", "w") as f:
+        f.write("root:x:0:0:root:/tmp:/nonexistent\nnobody:x:65534:65534:nobody:/tmp:/nonexistent\n")
+    with open(f"{new}/etc/group", "w") as f:
+        f.write("root:x:0:\nnogroup:x:65534:\n")
+    _pivot_root(new, f"{new}/.old")
+    os.chdir("/")
+    _umount("/.old")
+    os.rmdir("/.old")
+    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+
+
+def _mirror(new, path, depth=0):
+    """Recreate `path`'s components inside `new` as the host has them: directories, and symlinks with the same
+    target (whose own components are mirrored in turn). Returns the host's real path of `path`."""
+    if depth > 40:
+        raise OSError(f"too many symlinks on the way to {path}")
+    cur = "/"
+    parts = [p for p in path.split("/") if p]
+    for i, part in enumerate(parts):
+        host = os.path.join(cur, part)
+        if os.path.islink(host):
+            target = os.readlink(host)
+            if not os.path.lexists(new + host):
+                os.symlink(target, new + host)
+            cur = _mirror(new, os.path.normpath(os.path.join(cur, target)), depth + 1)
+        else:
+            cur = host
+            if i < len(parts) - 1 and os.path.isdir(host):
+                os.makedirs(new + host, mode=0o755, exist_ok=True)
+    return cur
+
+
+def _bind_read_only(source, target):
+    """Bind a host file or directory (and the mounts under it) at `target`, read-only; flags the kernel locks on
+    the source's mount (nosuid, nodev, noexec, atime) are kept, or it refuses the remount."""
+    if os.path.isdir(source):
+        os.makedirs(target, mode=0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        open(target, "w").close()
+    _mount(source, target, None, MS_BIND | MS_REC)
+    kept = os.statvfs(target).f_flag & KEPT_FLAGS
+    _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | kept)
+
+
+def _pivot_root(new, put_old):
+    import platform
+
+    number = SYS_PIVOT_ROOT.get(platform.machine())
+    if number is None:
+        raise OSError(f"pivot_root: no syscall number known for {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(number, new.encode(), put_old.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"pivot_root {new}: {os.strerror(err)}")
 
 
 def setup(s, cfg_fd, rec_fd):
@@ -110,7 +204,7 @@ def setup(s, cfg_fd, rec_fd):
     else:
         workdir = s["workdir"]
     _confine(s, workdir)
-    run(cfg_fd, rec_fd, s["kind"])
+    run(cfg_fd, rec_fd, s["kind"], s.get("python_path") or [])
 
 
 def _confine(s, workdir):
@@ -204,7 +298,7 @@ def _program(s, fds, report_w):
             os.write(ready_w, repr(e)[:300].encode())
             os._exit(0)
         os.close(ready_w)
-        run(3, 4, s["kind"])
+        run(3, 4, s["kind"], s.get("python_path") or [])
         os._exit(0)
     os.close(ready_w)
     for fd in range(5):  # the program's pipes close when the program's processes are gone, not this one
@@ -364,16 +458,21 @@ def _fork_program_process(cfg_fd, rec_fd):
     return Channel(resp_r, req_w)
 
 
-def run(cfg_fd, rec_fd, kind):
+def run(cfg_fd, rec_fd, kind, python_path=()):
     """Trusted side. stdio: exec the program as a script. call / check: the program runs in a forked
-    process (`serve`) and is called by message, so no program code ever runs in this process."""
+    process (`serve`) and is called by message, so no program code ever runs in this process. `python_path`:
+    the declared packages' directories, put on the program's import path."""
     if kind == "stdio":
         os.close(rec_fd)
         with os.fdopen(cfg_fd, "rb") as f:
             src = json.loads(f.read())["program"]
         with open("prog.py", "w") as f:
             f.write(src)
-        os.execv(sys.executable, [sys.executable, "-I", "-S", "-B", "prog.py"])
+        if not python_path:
+            os.execv(sys.executable, [sys.executable, "-I", "-S", "-B", "prog.py"])
+        launch = f"import runpy, sys; sys.path[1:1] = {list(python_path)!r}; runpy.run_path('prog.py', run_name='__main__')"
+        os.execv(sys.executable, [sys.executable, "-I", "-S", "-B", "-c", launch])
+    sys.path[0:0] = list(python_path)
     _nondumpable()
     try:
         chan = _fork_program_process(cfg_fd, rec_fd)

@@ -1,12 +1,16 @@
-"""Process sandbox for model-written programs: namespaces, privilege drop, cgroups and rlimits, as available.
+"""Process sandbox for model-written programs: namespaces, an allowlisted view of the host, privilege drop,
+cgroups and rlimits, as available.
 
 `detect_isolation()` probes what this machine allows once per process; `isolation_report()` says what is in
-force. `run_sandboxed` runs one program via `_sandbox_harness.py` and returns its captured output.
+force. `run_sandboxed` runs one program via `_sandbox_harness.py` and returns its captured output, and refuses
+to where the isolation is weaker than the policy's `min_isolation` (`SandboxPolicy`, from `reward.sandbox`).
 """
 
 from __future__ import annotations
 
 import functools
+import glob
+import importlib.util
 import json
 import os
 import secrets
@@ -17,7 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal, get_args
 
 from rewards.code import zygote
 from rewards.process import die_with_parent
@@ -25,6 +30,36 @@ from rewards.process import die_with_parent
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_harness.py")
 NOBODY = 65534
 NS_FLAGS = ["--net", "--pid", "--fork", "--mount-proc", "--mount", "--ipc", "--uts", "--kill-child"]
+POLICY_ENV = "PURERL_SANDBOX"  # the run's SandboxPolicy as JSON, for the scoring workers it starts
+Level = Literal["allowlist", "namespaces", "rlimits"]
+LEVELS: tuple[str, ...] = get_args(Level)  # strongest first
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """What a run asks of the sandbox (config `reward.sandbox`), handed to scoring workers through POLICY_ENV."""
+
+    min_isolation: Level = "allowlist"
+    packages: tuple[str, ...] = ()  # importable packages a program may use (their folders join the view)
+    view: Literal["allowlist", "host"] = "allowlist"  # host: the whole host read-only, for tests and comparison
+
+    def to_env(self) -> dict[str, str]:
+        return {POLICY_ENV: json.dumps({"min_isolation": self.min_isolation, "packages": list(self.packages),
+                                        "view": self.view})}
+
+
+def policy() -> SandboxPolicy:
+    """This process's policy: POLICY_ENV where a run set it, else the defaults."""
+    raw = os.environ.get(POLICY_ENV)
+    if not raw:
+        return SandboxPolicy()
+    d = json.loads(raw)
+    return SandboxPolicy(d["min_isolation"], tuple(d["packages"]), d.get("view", "allowlist"))
+
+
+def applied(iso: Isolation, pol: SandboxPolicy) -> Isolation:
+    """The isolation a program runs under: the machine's, with the whole host in view where the policy asks."""
+    return replace(iso, view="host") if pol.view == "host" else iso
 
 
 @dataclass(frozen=True)
@@ -48,15 +83,30 @@ class Isolation:
     uid: int | None  # uid the program runs as after dropping root, or None (runs as the caller)
     cgroup: str | None  # "v1" or "v2" when pids/memory cgroups are used, else None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    view: str = "host"  # "allowlist": a root of only the allowlisted paths; "host": the whole host
+
+    @property
+    def level(self) -> str:
+        """allowlist (namespaces and the allowlisted view), namespaces (the whole host read-only) or rlimits."""
+        if self.namespaces == "none":
+            return "rlimits"
+        return "allowlist" if self.view == "allowlist" else "namespaces"
 
     def report(self) -> dict:
         """What is in force, in the terms of docs/rewards.md ("Sandbox")."""
         ns = self.namespaces != "none"
+        seen = {"allowlist": "allowlist: the interpreter, the system library directories and declared packages, "
+                             "read-only; /dev null, zero, random; its own /proc; private tmpfs /tmp, /var/tmp, /dev/shm",
+                "namespaces": "the whole host, read-only; private tmpfs /tmp, /var/tmp, /dev/shm",
+                "rlimits": "the whole host, writable where the program's uid may write"}[self.level]
         return {
             **asdict(self),
+            "level": self.level,
             "network_isolated": ns,
             "pid_namespace": ns,
-            "host_filesystem": "read-only; private tmpfs /tmp, /var/tmp, /dev/shm" if ns else "writable where the program's uid may write",
+            "host_filesystem": seen,
+            "host_unix_sockets": "unreachable (no host path in view)" if self.level == "allowlist" else
+                                 "reachable where a socket's path is visible and writable",
             "program_uid": self.uid if self.uid is not None else (0 if self.namespaces == "user" else os.geteuid()),
             "capabilities": "none (bounding set emptied, no_new_privs)",
             "process_limit": "pids cgroup" if self.cgroup else ("RLIMIT_NPROC" if self._nproc_binds() else "none"),
@@ -74,6 +124,61 @@ class Isolation:
 
 class SandboxFailure(OSError):
     """The sandbox could not run the program at all (before any program code ran): infrastructure, not a score."""
+
+
+class IsolationTooWeak(SandboxFailure):
+    """This machine cannot give the isolation the policy asks for; the message names what is missing."""
+
+
+def require(iso: Isolation, pol: SandboxPolicy) -> None:
+    """IsolationTooWeak unless `iso` is at least `pol.min_isolation`."""
+    if LEVELS.index(iso.level) <= LEVELS.index(pol.min_isolation):
+        return
+    missing = {"allowlist": "an allowlisted view of the host needs mount namespaces (root, or unprivileged user "
+                            "namespaces) and pivot_root", "namespaces": "namespaces need root or unprivileged user "
+                            "namespaces, and the unshare command (util-linux)"}[pol.min_isolation]
+    tried = "; ".join(iso.notes) or "nothing stronger worked"
+    raise IsolationTooWeak(f"the code sandbox runs model-written programs only with reward.sandbox.min_isolation="
+                           f"{pol.min_isolation} or stronger, and this machine gives {iso.level}: {missing} "
+                           f"({tried}). Lower the requirement (reward.sandbox.min_isolation=...) only on a machine "
+                           f"whose files and sockets the policy may see")
+
+
+def view_paths(packages: tuple[str, ...] = ()) -> dict:
+    """The host paths an allowlisted sandbox binds read-only: the interpreter's prefix (its standard library),
+    the interpreter itself, the dynamic loader's library directories, and each declared package's folder (and a
+    wheel's vendored `<name>.libs`); `python_path`, the folders programs import packages from."""
+    exe, prefix = _python()
+    paths = [prefix, exe, *library_dirs()]
+    python_path = []
+    for name in packages:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not (spec.submodule_search_locations or spec.origin):
+            raise ValueError(f"reward.sandbox.packages: {name!r} is not importable here")
+        where = list(spec.submodule_search_locations or [spec.origin])
+        paths += where + glob.glob(os.path.join(os.path.dirname(where[0]), f"{name}.libs"))
+        python_path.append(os.path.dirname(where[0]))
+    return {"paths": sorted(set(paths)), "python_path": sorted(set(python_path))}
+
+
+def library_dirs() -> list[str]:
+    """Where the dynamic loader finds shared libraries: /etc/ld.so.conf's directories (with its includes), the
+    ELF interpreter's directory, and the default directories that hold libraries themselves."""
+    dirs: list[str] = []
+
+    def read(conf: str) -> None:
+        for line in _read(conf).splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("include "):
+                for inc in sorted(glob.glob(line.split(None, 1)[1])):
+                    read(inc)
+            elif line.startswith("/"):
+                dirs.append(line)
+
+    read("/etc/ld.so.conf")
+    dirs += ["/lib64", "/usr/lib64"]
+    dirs += [d for d in ("/lib", "/usr/lib") if glob.glob(os.path.join(d, "libc.so*"))]  # not multiarch
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
 
 
 @dataclass
@@ -196,7 +301,7 @@ def _own_process_count() -> int:
     return n
 
 
-def _setup(iso: Isolation, limits: Limits, kind: str, workdir: str | None) -> dict:
+def _setup(iso: Isolation, limits: Limits, kind: str, workdir: str | None, packages: tuple[str, ...] = ()) -> dict:
     """What the harness needs to set a sandbox up (_sandbox_harness.setup)."""
     # RLIMIT_NPROC counts every process of the uid: where a pids cgroup counts this sandbox alone it is left
     # off (else a fork bomb in one sandbox would starve the others), and for a non-root caller it must
@@ -215,11 +320,21 @@ def _setup(iso: Isolation, limits: Limits, kind: str, workdir: str | None) -> di
         "nproc": nproc,
         "limits": {"cpu_s": limits.cpu_s, "memory_mb": limits.memory_mb, "file_mb": limits.file_mb},
         "tmp_mb": limits.tmp_mb,
+        **_view(iso.view, packages),
     }
 
 
-def _command(iso: Isolation, limits: Limits, kind: str, cfg_fd: int, rec_fd: int, workdir: str | None) -> list[str]:
-    cmd = [_python()[0], "-I", "-S", "-B", HARNESS, json.dumps(_setup(iso, limits, kind, workdir)), str(cfg_fd), str(rec_fd)]
+@functools.lru_cache(maxsize=8)
+def _view(view: str, packages: tuple[str, ...]) -> dict:
+    """The harness's "view" (the allowlisted paths; none: the whole host) and the packages' import path."""
+    v = view_paths(packages) if view == "allowlist" or packages else {"paths": [], "python_path": []}
+    return {"view": {"paths": v["paths"]} if view == "allowlist" else None, "python_path": v["python_path"]}
+
+
+def _command(iso: Isolation, limits: Limits, kind: str, cfg_fd: int, rec_fd: int, workdir: str | None,
+             packages: tuple[str, ...]) -> list[str]:
+    setup = json.dumps(_setup(iso, limits, kind, workdir, packages))
+    cmd = [_python()[0], "-I", "-S", "-B", HARNESS, setup, str(cfg_fd), str(rec_fd)]
     unshare = shutil.which("unshare") or "/usr/bin/unshare"
     if iso.namespaces == "root":
         return [unshare, *NS_FLAGS, "--", *cmd]
@@ -229,11 +344,15 @@ def _command(iso: Isolation, limits: Limits, kind: str, cfg_fd: int, rec_fd: int
 
 
 def run_sandboxed(config: dict, stdin: bytes = b"", limits: Limits = Limits(), iso: Isolation | None = None,
-                  reuse: bool = True) -> RunResult:
+                  reuse: bool = True, pol: SandboxPolicy | None = None) -> RunResult:
     """Run one program. `config` holds kind/program/... (never expected outputs, except a check-kind test).
     reuse: fork it from this process's zygote (rewards/code/zygote.py) where namespaces are entered as root
-    and cgroups exist; elsewhere, or with reuse=False, every program starts a sandbox of its own."""
-    iso = iso or detect_isolation()
+    and cgroups exist; elsewhere, or with reuse=False, every program starts a sandbox of its own. `pol`: the
+    isolation required and the packages in view (default: this process's `policy()`); IsolationTooWeak where
+    `iso` is weaker."""
+    pol = pol or policy()
+    iso = applied(iso or detect_isolation(), pol)
+    require(iso, pol)
     nonce = secrets.token_hex(16)
     cfg_file = tempfile.TemporaryFile()  # already unlinked: once the harness closes it, it is gone
     cfg_file.write(json.dumps({**config, "nonce": nonce}).encode())
@@ -242,16 +361,18 @@ def run_sandboxed(config: dict, stdin: bytes = b"", limits: Limits = Limits(), i
     rec_r, rec_w = os.pipe()
     workdir = tempfile.mkdtemp(prefix="purerl-sbx-") if iso.namespaces == "none" else None
     cgroup = _Cgroup(iso.cgroup, limits) if iso.cgroup else None
-    zyg = zygote.borrow(iso, _zygote_command(iso)) if reuse and cgroup and iso.namespaces == "root" else None
+    key = (iso, pol.packages)  # a zygote's view holds its packages
+    zyg = zygote.borrow(key, _zygote_command(iso, pol.packages)) if reuse and cgroup and iso.namespaces == "root" else None
     t0 = time.monotonic()
     try:
         if zyg is not None:
             proc = _fork(zyg, iso, limits, config["kind"], cfg_file.fileno(), rec_w, cgroup)
         else:
-            proc = _popen(iso, limits, config["kind"], cfg_file.fileno(), rec_w, workdir, cgroup)
+            proc = _popen(_command(iso, limits, config["kind"], cfg_file.fileno(), rec_w, workdir, pol.packages),
+                          cfg_file.fileno(), rec_w, cgroup)
     except BaseException:
         if zyg is not None:
-            zygote.give_back(iso, zyg, failed=True)
+            zygote.give_back(key, zyg, failed=True)
         os.close(rec_r)
         os.close(rec_w)
         cfg_file.close()
@@ -270,7 +391,7 @@ def run_sandboxed(config: dict, stdin: bytes = b"", limits: Limits = Limits(), i
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
         if zyg is not None:
-            zygote.give_back(iso, zyg, failed=proc.setup_error is not None)
+            zygote.give_back(key, zyg, failed=proc.setup_error is not None)
     result.records = _records(result.records, nonce)
     failure = getattr(proc, "setup_error", None) or next((r["infra_error"] for r in result.records if "infra_error" in r), None)
     if failure:
@@ -278,18 +399,17 @@ def run_sandboxed(config: dict, stdin: bytes = b"", limits: Limits = Limits(), i
     return result
 
 
-def _popen(iso: Isolation, limits: Limits, kind: str, cfg_fd: int, rec_w: int, workdir: str | None,
-           cgroup: _Cgroup | None) -> subprocess.Popen:
+def _popen(command: list[str], cfg_fd: int, rec_w: int, cgroup: _Cgroup | None) -> subprocess.Popen:
     """A sandbox of its own: unshare, then the harness in a new interpreter, joined to the cgroup before exec."""
     return subprocess.Popen(
-        _command(iso, limits, kind, cfg_fd, rec_w, workdir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, env={}, pass_fds=(cfg_fd, rec_w), preexec_fn=cgroup.join_fn() if cgroup else die_with_parent,
         start_new_session=True,
     )
 
 
-def _zygote_command(iso: Isolation):
-    return lambda sock_fd: _command(iso, Limits(), "zygote", sock_fd, -1, None)
+def _zygote_command(iso: Isolation, packages: tuple[str, ...]):
+    return lambda sock_fd: _command(iso, Limits(), "zygote", sock_fd, -1, None, packages)
 
 
 def _fork(zyg: zygote.Zygote, iso: Isolation, limits: Limits, kind: str, cfg_fd: int, rec_w: int,
@@ -403,17 +523,23 @@ def _records(raw: bytes, nonce: str) -> list[dict]:
     return out
 
 
+PROBING = SandboxPolicy("rlimits")  # the probe runs under whatever isolation it tries: it is not a model's program
+
+
 def _probe(iso: Isolation) -> bool:
-    """Both paths must work: call (the harness serves the program) and stdio (the harness execs python)."""
+    """Both paths must work: call (the harness serves the program) and stdio (the harness execs python); and an
+    allowlisted view must hide the host (this file's folder is not in it)."""
     limits = Limits(wall_s=20)
+    sees = "import os\ndef f(p):\n    return os.path.exists(p)\n"
     try:
-        call = run_sandboxed({"kind": "call", "program": "def f(x):\n    return x + 1\n", "fn_name": "f", "cases": [[1]]},
-                             limits=limits, iso=iso, reuse=False)
+        call = run_sandboxed({"kind": "call", "program": sees, "fn_name": "f", "cases": [[HARNESS]]},
+                             limits=limits, iso=iso, reuse=False, pol=PROBING)
         stdio = run_sandboxed({"kind": "stdio", "program": "print(int(input()) + 1)\n"}, stdin=b"1\n", limits=limits,
-                              iso=iso, reuse=False)
+                              iso=iso, reuse=False, pol=PROBING)
     except OSError:
         return False
-    return call.records == [{"case": 0, "result": "2"}] and stdio.returncode == 0 and stdio.stdout == b"2\n"
+    hidden = json.dumps(iso.view != "allowlist")
+    return call.records == [{"case": 0, "result": hidden}] and stdio.returncode == 0 and stdio.stdout == b"2\n"
 
 
 @functools.lru_cache(maxsize=1)
@@ -424,16 +550,22 @@ def detect_isolation() -> Isolation:
     candidates = []
     if shutil.which("unshare"):
         if root:
-            candidates += [Isolation("root", NOBODY, cgroup), Isolation("root", None, cgroup)]
-        candidates.append(Isolation("user", None, None))
+            candidates += [Isolation("root", NOBODY, cgroup, view=v) for v in ("allowlist", "host")]
+            candidates.append(Isolation("root", None, cgroup))
+        candidates += [Isolation("user", None, None, view=v) for v in ("allowlist", "host")]
+    else:
+        candidates.append(None)  # noted below: no unshare
     if root:
         candidates.append(Isolation("none", NOBODY, cgroup))
     candidates.append(Isolation("none", None, cgroup))
     tried = []
     for iso in candidates:
+        if iso is None:
+            tried.append("unavailable: the unshare command (util-linux) is not installed")
+            continue
         if _probe(iso):
-            return Isolation(iso.namespaces, iso.uid, iso.cgroup, tuple(tried))
-        tried.append(f"unavailable: namespaces={iso.namespaces} uid={iso.uid} cgroup={iso.cgroup}")
+            return Isolation(iso.namespaces, iso.uid, iso.cgroup, tuple(tried), iso.view)
+        tried.append(f"unavailable: namespaces={iso.namespaces} uid={iso.uid} cgroup={iso.cgroup} view={iso.view}")
     return Isolation("none", None, None, (*tried, "probe failed everywhere: sandbox runs with rlimits only"))
 
 

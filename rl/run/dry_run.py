@@ -11,6 +11,7 @@ from rl.run.plan import (
     GPU,
     Cluster,
     Layout,
+    MicroBatch,
     PlanError,
     engine_gib,
     fit,
@@ -69,8 +70,8 @@ def plan_gpus(cfg: Config, cluster: Cluster, shape, tokens: int) -> tuple[list[G
     ranks = t.ranks if t.ranks > 1 or t.rank_gpus > 0 else 0  # one rank on the CPU trains in the driver, off the GPUs
     layout = place(cluster, r.num_engines, r.tensor_parallel_size, ranks, cfg.cluster.colocate)
     gpus = {(n, i): GPU(n, i) for n in range(cluster.nodes) for i in range(cluster.gpus_per_node)}
-    mine = trainer_gib(shape, max(ranks, 1), t.sharding == "fsdp", tokens, t.activation_checkpointing,
-                       cfg.algo.kl_coef > 0, t.logprob_chunk_tokens)
+    mb = MicroBatch(tokens, t.activation_checkpointing, t.logprob_chunk_tokens)
+    mine = trainer_gib(shape, max(ranks, 1), t.sharding == "fsdp", mb, cfg.algo.kl_coef > 0)
     for k, g in enumerate(layout.ranks):
         gpus[g].parts |= {f"rank {k} {name}": v for name, v in mine.items()}
     engine = engine_gib(shape, r.tensor_parallel_size, cluster.memory_gib, r.gpu_memory_utilization,

@@ -145,20 +145,29 @@ class GPU:
         return f"node {self.node} GPU {self.index}"
 
 
-def trainer_gib(shape: ModelShape, ranks: int, sharded: bool, tokens: int, checkpointing: bool,
-                reference: bool, chunk_tokens: int = 0, value_bytes: int = 2) -> dict[str, float]:
+@dataclass(frozen=True)
+class MicroBatch:
+    """One trainer micro-batch as the planner sizes it."""
+
+    tokens: int
+    checkpointing: bool = False  # trainer.activation_checkpointing
+    chunk_tokens: int = 0  # trainer.logprob_chunk_tokens; 0: materialized logits
+    value_bytes: int = 2  # per activation: 2 in bf16 mixed precision, 4 in fp32
+
+
+def trainer_gib(shape: ModelShape, ranks: int, sharded: bool, mb: MicroBatch, reference: bool) -> dict[str, float]:
     """One trainer rank with fp32 master weights and AdamW: weights 4 B, gradients 4 B and Adam's two moments 8 B
-    per parameter (1/ranks of it under FSDP, plus two gathered layers); the activations of one micro-batch of
-    `tokens` tokens at `value_bytes` a value (2: bf16 mixed precision; 4: fp32); the output layer's logits, of one
-    chunk of `chunk_tokens` tokens (rl/trainer/chunked.py) or, with 0, of every token; the frozen reference."""
+    per parameter (1/ranks of it under FSDP, plus two gathered layers); the activations of one micro-batch; the
+    output layer's logits, of one chunk (rl/trainer/chunked.py) or of every token; the frozen reference."""
     share = 1 / ranks if sharded else 1.0
     out = {"weights (fp32)": 4 * shape.params * share, "gradients (fp32)": 4 * shape.params * share,
            "optimizer state (Adam, fp32)": 8 * shape.params * share}
     if sharded:
-        out["gathered layers"] = 2 * value_bytes * shape.largest_layer_params
-    kept = shape.hidden if checkpointing else shape.activation_width  # per token and layer
-    out["activations"] = value_bytes * tokens * (kept * shape.layers + (shape.activation_width if checkpointing else 0))
-    out.update(logits_bytes(shape, tokens, chunk_tokens, value_bytes))
+        out["gathered layers"] = 2 * mb.value_bytes * shape.largest_layer_params
+    kept = shape.hidden if mb.checkpointing else shape.activation_width  # per token and layer
+    recomputed = shape.activation_width if mb.checkpointing else 0  # the one layer being recomputed
+    out["activations"] = mb.value_bytes * mb.tokens * (kept * shape.layers + recomputed)
+    out.update(logits_bytes(shape, mb.tokens, mb.chunk_tokens, mb.value_bytes))
     if reference:
         out["reference (bf16)"] = 2 * shape.params * share
     return {k: v / GIB for k, v in out.items()}

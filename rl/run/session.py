@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from rl.config import Config, DataSource
 from rl.data import PromptSet, concat, encode, load_prompts
 from rl.data.procedural import seed_of
-from rl.errors import ConfigError
+from rl.errors import ConfigError, UserError
 from rl.run.placement import Plan, actor_options, plan, reserve
 from rl.sync.weights import make_sender
 from rl.trainer.policy import load_tokenizer, resolve_model_path
@@ -73,6 +73,7 @@ class Session:
         train, held_out, eval_sets = load_data(cfg, tokenizer, trainable)
         longest = max(len(x) for p in (train, held_out, *eval_sets.values()) for x in p.ids)
         check_positions(model_path, longest, cfg.rollout.max_new_tokens)
+        sandbox_policy(cfg)
         backend = weight_transfer_backend(cfg)
         init_ray(cfg)
         r, t = cfg.rollout, cfg.trainer
@@ -118,6 +119,22 @@ def load_data(cfg: Config, tokenizer, trainable: bool) -> tuple[PromptSet, Promp
         if trainable and seed_of(path) in seeds:
             raise ConfigError(f"{path} uses a training split's seed: its problems would be trained on", where)
     return train, held_out, sets
+
+
+def sandbox_policy(cfg: Config) -> None:
+    """reward.sandbox for this run's scoring workers (they read it from the environment); with code rewards, a
+    machine that cannot give its min_isolation stops the run here, naming what is missing."""
+    from rewards.code.sandbox import IsolationTooWeak, SandboxPolicy, detect_isolation, require
+
+    sb = cfg.reward.sandbox
+    pol = SandboxPolicy(sb.min_isolation, tuple(sb.packages))
+    os.environ.update(pol.to_env())
+    terms = [*cfg.reward.terms, *(t for src in cfg.reward.sources.values() for t in src.terms)]
+    if any(t.verifier.split("(")[0].strip() == "code" for t in terms):
+        try:
+            require(detect_isolation(), pol)
+        except IsolationTooWeak as e:
+            raise UserError(str(e)) from None
 
 
 def check_positions(model_path: str, longest_prompt: int, max_new_tokens: int) -> None:
