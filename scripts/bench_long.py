@@ -210,27 +210,32 @@ def end_to_end(length: int) -> dict:
 
 
 def plot(cells: dict, lengths: list[int], path: Path, cpu: str) -> None:
+    """Each side's update memory against length; a cell that ran out of memory is an x at the top, labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    fitted = [c["update_gib"] for side in SIDES for c in cells[side].values() if "update_gib" in c]
+    top = max(fitted, default=1.0) * 1.2
     for side, style in zip(SIDES, ["o-", "s--", "^-."]):
-        pts = [(n, cells[side][str(n)]["update_gib"]) for n in lengths if "update_gib" in cells[side].get(str(n), {})]
-        if pts:
-            ax.plot(*zip(*pts), style, label=side)
-        for n in lengths:
-            if "error" in cells[side].get(str(n), {}):
-                ax.annotate("out of memory" if "memory" in cells[side][str(n)]["error"] else "failed", (n, 0.5),
-                            rotation=90, fontsize=7, ha="center", color=ax.lines[-1].get_color() if pts else "k")
+        got = {n: cells[side].get(str(n), {}) for n in lengths}
+        pts = [(n, c["update_gib"]) for n, c in got.items() if "update_gib" in c]
+        color = ax.plot(*zip(*pts), style, label=side)[0].get_color() if pts else "k"
+        for n, c in got.items():
+            if "error" in c:
+                ax.plot([n], [top * 0.95], "x", color=color, markersize=9)
+                ax.annotate("out of memory" if "memory" in c["error"] else "failed", (n, top * 0.95),
+                            textcoords="offset points", xytext=(0, -14), ha="center", fontsize=7, color=color)
+    ax.set_ylim(0, top)
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [f"{n // 1024}k" for n in lengths])
     ax.set_xlabel("response tokens (one answer)")
     ax.set_ylabel("memory of one update (GiB: peak RSS - RSS before)")
-    ax.set_title(f"Trainer update, 2-layer MoE, 151,936-token vocabulary ({cpu})", fontsize=9)
+    ax.set_title(f"One trainer update, 2-layer MoE, 151,936-token vocabulary\n{cpu}", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -243,10 +248,15 @@ def report(label: str, cell: dict) -> dict:
 
 
 def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip() + f", {os.cpu_count()} cores"
-    return platform.processor()
+    """The CPU as /proc/cpuinfo names it, with its family/model and the vector extensions that matter here."""
+    info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    flags = set(info.get("flags", "").split())
+    simd = [name for f, name in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX"))
+            if f in flags]
+    vector = ", ".join(simd) if simd else ("AVX2, no AVX-512" if "avx2" in flags else "no AVX2")
+    return (f"{info.get('model name', platform.processor())} (family {info.get('cpu family', '?')} model "
+            f"{info.get('model', '?')}, {vector}), {os.cpu_count()} cores")
 
 
 def main() -> None:
@@ -259,6 +269,7 @@ def main() -> None:
     p.add_argument("--sweep-length", type=int, default=4096)
     p.add_argument("--e2e-length", type=int, default=8192)
     p.add_argument("--no-e2e", action="store_true")
+    p.add_argument("--plot-only", action="store_true", help="redraw the PNG from runs/bench/long.json")
     p.add_argument("--cell", choices=SIDES, help=argparse.SUPPRESS)
     p.add_argument("--length", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -266,6 +277,10 @@ def main() -> None:
         return cell_main(args.cell, args.length, args.chunk)
     from rl.config import TrainerConfig
 
+    if args.plot_only:
+        saved = json.loads((OUT / "long.json").read_text())
+        return plot(saved["cells"], sorted(int(n) for n in saved["cells"][SIDES[0]]), OUT / "long_memory.png",
+                    saved["cpu"])
     chunk = args.chunk or TrainerConfig().logprob_chunk_tokens
     build_model()
     OUT.mkdir(parents=True, exist_ok=True)

@@ -89,8 +89,10 @@ def task_items() -> list[tuple[str, str]]:
 def _runs():
     from rewards.code.sandbox import SandboxPolicy
 
-    return [("one-off sandboxes, allowlisted view", False, SandboxPolicy()),
-            ("zygote, the whole host read-only (before the allowlist)", True, SandboxPolicy("namespaces", view="host")),
+    host = SandboxPolicy("namespaces", view="host")  # the view before the allowlist, for comparison
+    return [("one-off sandboxes, the whole host read-only", False, host),
+            ("one-off sandboxes, allowlisted view", False, SandboxPolicy()),
+            ("zygote, the whole host read-only", True, host),
             ("zygote, allowlisted view (the default)", True, SandboxPolicy())]
 
 

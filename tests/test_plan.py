@@ -73,7 +73,7 @@ def test_trainer_and_engine_memory_by_hand():
 def test_chunked_logits_cost_one_chunk_whatever_the_length():
     shape = model_shape({"hidden_size": 1024, "num_hidden_layers": 8, "num_attention_heads": 8, "intermediate_size": 4096,
                          "vocab_size": 32000})
-    chunk = 512 * 32000 * (2 + 12) + 4 * 32000 * 1024  # bf16 logits + 3 fp32 buffers of one chunk; fp32 head gradient
+    chunk = 512 * 32000 * (8 + 4) + 4 * 32000 * 1024  # 2 fp32 and 2 bf16 buffers of one chunk; fp32 head gradient
     for tokens in (4096, 40960):
         got = logits_bytes(shape, tokens, 512, 2)["logits (one chunk)"]
         assert got == chunk + tokens * (2 * 1024 + 8)  # + per token its hidden state and log-normaliser

@@ -74,8 +74,14 @@ def _attention_params(c: dict) -> int:
     return h * (q + 2 * kv) + q * h + bias + norms  # q, k, v, o (+ biases, q/k norms)
 
 
+def _experts(c: dict) -> int:
+    """Routed experts per MoE layer: `num_experts` (Qwen-MoE, OLMoE, hub configs) or `num_local_experts` (Mixtral,
+    and the Qwen3-MoE configs transformers 5 writes); 0 for a dense model."""
+    return c.get("num_experts") or c.get("num_local_experts") or 0
+
+
 def _moe_layer(c: dict, i: int) -> bool:
-    if not c.get("num_experts"):
+    if not _experts(c):
         return False
     step = c.get("decoder_sparse_step", 1) or 1
     return i not in set(c.get("mlp_only_layers") or []) and (i + 1) % step == 0
@@ -86,9 +92,9 @@ def _mlp_params(c: dict, moe: bool, active: bool = False) -> int:
     if not moe:
         return 3 * h * c["intermediate_size"]  # gate, up, down
     inter = c.get("moe_intermediate_size") or c["intermediate_size"]
-    experts = c["num_experts_per_tok"] if active else c["num_experts"]
+    experts = c["num_experts_per_tok"] if active else _experts(c)
     shared = 3 * h * c.get("shared_expert_intermediate_size", 0) + (h if c.get("shared_expert_intermediate_size") else 0)
-    return experts * 3 * h * inter + h * c["num_experts"] + shared  # experts, router, shared expert and its gate
+    return experts * 3 * h * inter + h * _experts(c) + shared  # experts, router, shared expert and its gate
 
 
 def _activation_width(c: dict, moe: bool) -> int:
@@ -103,7 +109,7 @@ def _activation_width(c: dict, moe: bool) -> int:
         return attention + 2 * h + 4 * c["intermediate_size"]
     k, inter = c["num_experts_per_tok"], c.get("moe_intermediate_size") or c["intermediate_size"]
     shared = 4 * c.get("shared_expert_intermediate_size", 0)
-    return attention + 2 * h + 3 * k * (h + inter) + c["num_experts"] + shared
+    return attention + 2 * h + 3 * k * (h + inter) + _experts(c) + shared
 
 
 def model_shape(c: dict) -> ModelShape:
@@ -175,13 +181,13 @@ def trainer_gib(shape: ModelShape, ranks: int, sharded: bool, mb: MicroBatch, re
 
 def logits_bytes(shape: ModelShape, tokens: int, chunk_tokens: int, value_bytes: int) -> dict[str, float]:
     """The output layer's share. Materialized (chunk 0): per token and vocabulary entry the logits, their fp32
-    log-softmax and its gradient. Chunked: one chunk's logits in the compute dtype, three fp32 buffers of it (the
-    scaled logits, the log-sum-exp's or the gradient's temporary, the probabilities), the fp32 weight-gradient
-    accumulator, and per scored token its final hidden state and log-normaliser."""
+    log-softmax and its gradient. Chunked: one chunk's fp32 logits and one fp32 temporary of it (the log-sum-exp's,
+    then the probabilities), in bf16 also the chunk's bf16 logits and gradient; the fp32 weight-gradient
+    accumulator; and per scored token its final hidden state and log-normaliser."""
     if chunk_tokens == 0:
         return {"logits and log-softmax": tokens * shape.vocab * (value_bytes + 4 + 4)}
-    chunk = min(chunk_tokens, tokens)
-    return {"logits (one chunk)": chunk * shape.vocab * (value_bytes + 3 * 4) + 4 * shape.vocab * shape.hidden
+    per_entry = 8 + (2 * value_bytes if value_bytes < 4 else 0)
+    return {"logits (one chunk)": min(chunk_tokens, tokens) * shape.vocab * per_entry + 4 * shape.vocab * shape.hidden
             + tokens * (value_bytes * shape.hidden + 8)}
 
 
