@@ -40,6 +40,27 @@ def settings_of(registry, name: str, **values) -> ObjectiveConfig:
 
 
 @dataclass
+class LoraSettings:
+    """LoRA adapters on the policy (rl/trainer/lora.py, through peft); rank 0 trains every weight instead."""
+
+    rank: int = 0
+    """Adapter rank r; 0: no adapters (full fine-tuning)."""
+    alpha: float = 32.0
+    """The update is (alpha / rank) * B A."""
+    dropout: float = 0.0
+    """Dropout on the adapters' input (0 keeps the trainer's logprobs those of the sampled policy)."""
+    target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    """Linear layers that get adapters, by name (`q_proj`, ...), or `all-linear` (every linear layer but the
+    output layer and the routers); add `experts` for an MoE's fused expert weights."""
+
+    def __post_init__(self):
+        require(self.rank >= 0, "rank", "must be >= 0 (0: no adapters)")
+        require(self.alpha > 0, "alpha", "must be > 0")
+        require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        require(self.rank == 0 or bool(self.target_modules), "target_modules", "must name at least one module")
+
+
+@dataclass
 class ModelConfig:
     path: str = "models/tiny-moe-base"
     """Local Hugging Face folder, or a hub id when the hub is reachable."""
@@ -48,6 +69,8 @@ class ModelConfig:
     experts_implementation: str = "purerl"
     """How the trainer computes an MoE model's experts: `purerl` (rl/trainer/experts.py: grouped matmuls whose
     gathers have gather backwards) or one of transformers' (`grouped_mm`, `eager`, `batched_mm`). Same values."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """Adapters instead of full fine-tuning: only they train, the KL reference is the policy with them off."""
 
     def __post_init__(self):
         from rl.trainer.experts import implementations
@@ -166,6 +189,10 @@ class RolloutConfig:
     moe/routing_agreement and moe.routing_replay=vllm."""
     tensor_parallel_size: int = 1
     """GPUs each engine shards its model over (GPU engines; rollout.num_engines is the data parallelism)."""
+    lora_sync: Literal["auto", "adapter", "merged"] = "auto"
+    """With model.lora: `adapter` sends only the adapter's tensors and the engines apply it (vLLM's LoRA);
+    `merged` sends the weights with the adapter merged in; `auto` is `adapter` where the engines can serve every
+    targeted module, else `merged` (docs/lora.md)."""
     quantization: Literal["none", "fp8"] = "none"
     """`fp8`: the engines run the policy in FP8 (GPU) while the trainer stays in bf16; the mismatch metrics and
     algo.tis_cap correct for the gap."""
@@ -533,6 +560,8 @@ class Config:
                 "cannot go with rollout.async: colocated engines sleep while the trainer works")
         require(r.quantization == "none" or r.engine_gpus > 0, "rollout.quantization",
                 "=fp8 needs engines on GPUs (rollout.engine_gpus > 0)")
+        require(not (self.model.lora.rank and r.lora_sync == "adapter" and moe.bias_update_rate > 0),
+                "rollout.lora_sync", "=adapter sends no router bias: moe.bias_update_rate needs lora_sync=merged")
         require(not self.cluster.colocate or t.ranks > 1 or t.rank_gpus > 0, "cluster.colocate",
                 "needs trainer.ranks > 1, or a trainer on a GPU (trainer.rank_gpus > 0: one rank in the driver "
                 "shares engine 0's GPU)")

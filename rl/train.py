@@ -113,6 +113,8 @@ def run(cfg: Config, run_dir: Path, start: float) -> dict:
     resume_from = resume_point(run_dir) if cfg.run.resume else None
     s = Session.start(cfg, weights=str(resume_from) if resume_from else None,
                       version=checkpoint_step(resume_from) if resume_from else 0)
+    if resume_from is not None and s.cfg.model.lora.rank:  # the engines started from the base: the adapter now
+        sync_weights(s.sender, s.pool, s.trainer, checkpoint_step(resume_from))
     log = MetricsLog(run_dir, cfg)
     try:
         summary = {"run_dir": str(run_dir), "model": cfg.model.path, **base_accuracy(s, run_dir, resume_from)}

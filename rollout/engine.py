@@ -36,6 +36,8 @@ def create_engine(spec: EngineSpec):
     if spec.native_routing:
         os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "1")
         gpu_only["enable_return_routed_experts"] = True
+    if spec.lora_rank:
+        gpu_only |= {"enable_lora": True, "max_loras": 1, "max_lora_rank": lora_rank_slot(spec.lora_rank)}
     return LLM(
         model=spec.model_path,
         dtype=spec.dtype,
@@ -52,6 +54,27 @@ def create_engine(spec: EngineSpec):
         worker_extension_cls=EXTENSION,
         **gpu_only,
     )
+
+
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM 0.32's allowed max_lora_rank values
+
+
+def lora_rank_slot(rank: int) -> int:
+    """The smallest max_lora_rank vLLM accepts that holds an adapter of `rank`."""
+    fits = [r for r in LORA_RANKS if r >= rank]
+    if not fits:
+        raise ValueError(f"model.lora.rank={rank} is above vLLM's largest max_lora_rank ({LORA_RANKS[-1]})")
+    return fits[0]
+
+
+def write_adapter(folder: Path, tensors: list, config: dict) -> Path:
+    """An adapter in peft's format (adapter_config.json, adapter_model.safetensors), which vLLM's LoRA loads."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({n: t.contiguous() for n, t in tensors}, str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder
 
 
 def cpu_mla_settings(spec: EngineSpec) -> dict:
@@ -97,14 +120,15 @@ def sampling_params(s: Sampling):
 
 
 def generate_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[int], params: Any,
-                    capture_routing: bool = False) -> list[RolloutGroup]:
+                    capture_routing: bool = False, lora_request=None) -> list[RolloutGroup]:
     """One RolloutGroup per prompt, with `params.n` completions each, tagged with the weight version the engine
     held; with `capture_routing` (installed by `install_capture`), each completion also carries the experts its
-    tokens were routed to."""
+    tokens were routed to; with `lora_request`, sampled with that adapter."""
     from vllm.inputs import TokensPrompt
 
     version = weight_version(llm)
-    outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params, use_tqdm=False)
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompt_ids], params, use_tqdm=False,
+                           lora_request=lora_request)
     routing = llm.collective_rpc("purerl_take_routing")[0] if capture_routing else {}
     groups = []
     for idx, ids, out in zip(prompt_indices, prompt_ids, outputs):

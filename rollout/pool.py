@@ -61,6 +61,7 @@ class RolloutPool:
         self.version = version  # the weight version every live engine holds
         self.next_version: int | None = None  # what the sync in progress labels the weights (default version + 1)
         self.weights: PackedWeights | ray.ObjectRef | None = None  # the last weights sent: a restarted engine loads them
+        self.adapter: tuple[ray.ObjectRef, dict] | None = None  # the last adapter sent (rollout.lora_sync=adapter)
         self.init_info: dict | None = None  # the transfer engine's init info, for restarted engines too
         self.shared = SharedWeights() if shared_memory else None
         self.node = ray.get_runtime_context().get_node_id()
@@ -153,6 +154,23 @@ class RolloutPool:
         wrong = {s: held for s, (held, _) in done.items() if held != version}
         if wrong:
             raise WeightVersionError(f"after the sync to weight version {version}, engine(s) report "
+                                     f"{', '.join(f'{s}: {v}' for s, v in wrong.items())}")
+        self.load_s = max((s for _, s in done.values()), default=0.0)
+
+    def load_adapter(self, tensors: list | ray.ObjectRef, config: dict) -> None:
+        """The adapter sync (rollout.lora_sync=adapter): the adapter's tensors (or an ObjectRef of them packed)
+        and its peft config to every live engine, which loads it in place as weight version `next_version`;
+        every engine must then report that version."""
+        version = self.next_version if self.next_version is not None else self.version + 1
+        self.next_version = None
+        ref = tensors if isinstance(tensors, ray.ObjectRef) else ray.put(pack_tensors(tensors))
+        self._lost = []
+        done = self._each("load_adapter", {s: (ref, config, version) for s in self.live()})
+        self.adapter, self.version = (ref, config), version
+        self._settle_losses()
+        wrong = {s: held for s, (held, _) in done.items() if held != version}
+        if wrong:
+            raise WeightVersionError(f"after the adapter sync to weight version {version}, engine(s) report "
                                      f"{', '.join(f'{s}: {v}' for s, v in wrong.items())}")
         self.load_s = max((s for _, s in done.values()), default=0.0)
 
@@ -269,6 +287,8 @@ class RolloutPool:
         """A new engine joins the weight transfer and loads the last weights the pool sent, at their version."""
         if self.init_info is not None:
             ray.get(worker.init_weight_transfer_engine.remote(self.init_info), timeout=timeout)
+        if self.adapter is not None:
+            ray.get(worker.load_adapter.remote(*self.adapter, self.version), timeout=timeout)
         if self.weights is None:
             return
         if self.spec.weight_transfer != "purerl":
@@ -281,7 +301,9 @@ class RolloutPool:
         self.weights = None
         if self.shared is not None:
             self.shared.close()
-        for w in self.workers:
-            if w is not None:
-                ray.kill(w)
+        live = [w for w in self.workers if w is not None]
+        if self.spec.lora_rank:  # their adapter folders (tmpfs) go with them
+            ray.wait([w.close.remote() for w in live], num_returns=len(live), timeout=10)
+        for w in live:
+            ray.kill(w)
         self.workers = []

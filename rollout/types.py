@@ -24,6 +24,7 @@ class EngineSpec:
     quantization: str | None = None  # "fp8": the engine runs the policy in FP8 (GPU)
     sleep_mode: bool = False  # vLLM's sleep mode, for engines colocated with the trainer (GPU)
     native_routing: bool = False  # vLLM returns the routed experts itself (Model Runner V2, GPU)
+    lora_rank: int = 0  # > 0: vLLM's LoRA on, for adapters up to this rank (model.lora with rollout.lora_sync=adapter)
 
 
 @dataclass(frozen=True)

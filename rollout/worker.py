@@ -5,15 +5,37 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import ray
 
-from rollout.engine import create_engine, generate_groups, install_capture, sampling_params, weight_version
+from rollout.engine import (
+    create_engine,
+    generate_groups,
+    install_capture,
+    sampling_params,
+    weight_version,
+    write_adapter,
+)
 from rollout.logfile import log_to_file
 from rollout.types import EngineSpec, RolloutGroup, Sampling
 
 logger = logging.getLogger(__name__)
+_SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None  # adapters are written where reading them is memory
+_ADAPTERS = "purerl-lora-"
+
+
+def _adapter_scratch() -> Path:
+    """This engine's adapter folder, named by its pid; folders of engines whose process is gone are removed."""
+    root = Path(_SCRATCH or tempfile.gettempdir())
+    for old in root.glob(f"{_ADAPTERS}*"):
+        pid = old.name.removeprefix(_ADAPTERS).split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{_ADAPTERS}{os.getpid()}-", dir=root))
 
 
 @ray.remote
@@ -23,6 +45,8 @@ class RolloutWorker:
         log_to_file(f"engine-{rank}")  # a quiet run keeps vLLM's output in the run's logs/
         self.rank = rank
         self.llm = create_engine(spec)
+        self.lora_request = None  # the adapter every generation uses (rollout.lora_sync=adapter), once one came
+        self.adapter_dir = _adapter_scratch() if spec.lora_rank else None
         self.llm.update_weight_version(str(version))
         self.capture = capture_routing_top_k > 0 and not spec.native_routing  # vLLM's own capture needs no hooks
         if self.capture and install_capture(self.llm, capture_routing_top_k) == 0:
@@ -30,7 +54,8 @@ class RolloutWorker:
             self.capture = False
 
     def generate(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: Sampling) -> list[RolloutGroup]:
-        groups = generate_groups(self.llm, prompt_ids, prompt_indices, sampling_params(sampling), self.capture)
+        groups = generate_groups(self.llm, prompt_ids, prompt_indices, sampling_params(sampling), self.capture,
+                                 self.lora_request)
         for g in groups:
             g.engine = self.rank
         return groups
@@ -71,6 +96,29 @@ class RolloutWorker:
         if self.llm.llm_engine.vllm_config.cache_config.enable_prefix_caching:
             self.llm.reset_prefix_cache()  # computed by the old weights (purerl's engines run without one)
         return weight_version(self.llm), time.perf_counter() - t
+
+    def load_adapter(self, packed, config: dict, version: int) -> tuple[int, float]:
+        """The adapter sync (rollout.lora_sync=adapter): the adapter's tensors (`packed`, from the object store)
+        written in peft's format to this engine's scratch folder (tmpfs where there is one) and loaded in place by
+        vLLM's LoRA (`load_inplace`), then the weights labelled `version`; returns that version and the seconds."""
+        from vllm.lora.request import LoRARequest
+
+        from rollout.transport import unpack_tensors
+
+        t = time.perf_counter()
+        folder = write_adapter(self.adapter_dir / f"v{version}", unpack_tensors(packed), config)
+        self.llm.llm_engine.add_lora(LoRARequest("policy", 1, str(folder), load_inplace=True))
+        for old in self.adapter_dir.iterdir():
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+        self.lora_request = LoRARequest("policy", 1, str(folder))
+        self.llm.update_weight_version(str(version))
+        return weight_version(self.llm), time.perf_counter() - t
+
+    def close(self) -> None:
+        """Removes this engine's adapter folder (the pool calls it before killing the actor)."""
+        if self.adapter_dir is not None:
+            shutil.rmtree(self.adapter_dir, ignore_errors=True)
 
     def transfer_report(self) -> dict:
         """What the `purerl` backend did: lifecycle call counts, its direct plan, its last sync."""

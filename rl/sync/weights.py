@@ -11,12 +11,27 @@ from rl.config import Config
 from rl.errors import ConfigError
 
 
+class AdapterSender:
+    """rollout.lora_sync=adapter: each sync sends the adapter's tensors and config, which every engine loads in place
+    with vLLM's LoRA (rollout.pool.RolloutPool.load_adapter); the base weights never move."""
+
+    def __init__(self, trainer, pool):
+        self.trainer, self.pool = trainer, pool
+        self.config = trainer.adapter_config()
+
+    def send_weights(self) -> None:
+        self.pool.load_adapter(self.trainer.weights(), self.config)
+
+
 def make_sender(cfg: Config, trainer, pool, backend: str):
-    """The trainer engine of `backend`, initialised with the pool as its client (the engines join here)."""
+    """The trainer engine of `backend`, initialised with the pool as its client (the engines join here); with
+    LoRA adapters synced as adapters, the AdapterSender instead."""
     from vllm.distributed.weight_transfer import WeightTransferTrainerFactory
 
     from rollout.transfer import NAME, PurerlTrainerInitInfo, register
 
+    if cfg.model.lora.rank and cfg.rollout.lora_sync == "adapter":
+        return AdapterSender(trainer, pool)
     register()
     if backend == NAME:
         return WeightTransferTrainerFactory.trainer_init(PurerlTrainerInitInfo(rank=0), client=pool, source=trainer)

@@ -121,6 +121,9 @@ def _materialized(logits: torch.Tensor, ids: torch.Tensor, target: torch.Tensor,
 
 def _aux_loss_fn(model):
     """The model family's `load_balancing_loss_func` (transformers' MoE families each define one), or None."""
+    from rl.trainer.lora import unwrapped
+
+    model = unwrapped(model)  # under LoRA, the family's class is inside peft's
     if not hasattr(model, "num_experts_per_tok"):
         return None
     for cls in type(model).__mro__:  # FSDP wraps the class in a subclass of its own

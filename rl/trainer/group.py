@@ -110,6 +110,9 @@ class TrainerGroup:
         ray.get(refs[1:])
         return refs[0]
 
+    def adapter_config(self) -> dict:
+        return self._first("adapter_config")
+
     def sync_gap(self, groups, pad_id: int) -> float:
         return self._all("sync_gap", groups, pad_id)[0] if self.sharded else self._first("sync_gap", groups, pad_id)
 

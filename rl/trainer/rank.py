@@ -14,6 +14,7 @@ from rl.config import Config
 from rl.errors import ConfigError, UserError
 from rl.families import ROUTER_BIAS, top_k_of
 from rl.sync.parity import max_logprob_gap
+from rl.trainer import lora as lora_tools
 from rl.trainer.device import autocast, compute_dtype, trainer_device
 from rl.trainer.dist import full_state, load_sharded, world
 from rl.trainer.export import checkpoint_tensors
@@ -31,7 +32,8 @@ TRAINER_STATE = "trainer_state.pt"
 
 class Trainer:
     def __init__(self, cfg: Config, policy_path: str, reference_path: str):
-        """`policy_path`: where the trainable weights start (model.path, or a checkpoint on resume)."""
+        """`policy_path`: where the trainable weights start (model.path, or a checkpoint on resume; with LoRA the
+        base is always `reference_path`, and a checkpoint holds the adapter)."""
         self.cfg = cfg
         torch.manual_seed(cfg.trainer.seed)
         if cfg.trainer.threads:
@@ -39,22 +41,33 @@ class Trainer:
         self.device = trainer_device(cfg)
         self.dtype = compute_dtype(cfg, self.device)  # bf16 under mixed precision, else None
         self.sharded = cfg.trainer.sharding == "fsdp" and world()[1] > 1  # one rank (validated): never sharded
-        self.policy = self._load(policy_path, trainable=True)
-        self.reference = self._load(reference_path, trainable=False) if cfg.algo.kl_coef > 0 else None
-        self._weight_bytes = sum(t.numel() * t.element_size() for t in self.policy.state_dict().values())
+        self.lora = cfg.model.lora.rank > 0
+        self.policy = self._load(policy_path, trainable=True, base=reference_path)
+        # the KL reference: with LoRA, the policy with its adapters off (no second copy)
+        self.reference = self._load(reference_path, trainable=False) if cfg.algo.kl_coef > 0 and not self.lora else None
+        self._weight_bytes = lora_tools.sync_bytes(self.policy, cfg.rollout.lora_sync == "adapter")
         self.optim = make_optimizer(self.policy, cfg.trainer)
         self.memory = PeakMemory(self.device)  # the peak over a step's passes, read when its update ends
 
-    def _load(self, path: str, trainable: bool):
+    def _load(self, path: str, trainable: bool, base: str | None = None):
         """The policy or the reference on this rank's device: whole, or (FSDP) read by rank 0 only and sharded;
-        routers frozen and decoder layers checkpointed as the config asks."""
+        with LoRA the base from `base` and adapters on it (those in `path` when it holds an adapter); routers
+        frozen and decoder layers checkpointed as the config asks."""
         c = self.cfg
-        args = (path, c.model.dtype, trainable, c.model.experts_implementation)
+        lora = trainable and self.lora
+        args = (base if lora else path, c.model.dtype, trainable, c.model.experts_implementation)
+        adapter = path if lora and lora_tools.holds_adapter(path) else None
+
+        def adapted(model):
+            s = c.model.lora
+            return lora_tools.wrap(model, s.rank, s.alpha, s.dropout, s.target_modules, adapter) if lora else model
+
         self.weights_from = "disk" if not self.sharded or world()[0] == 0 else "rank 0"
         if self.sharded:
-            model = load_sharded(lambda: load_policy(*args), lambda: empty_policy(*args), self.device, self.dtype)
+            model = load_sharded(lambda: adapted(load_policy(*args)), lambda: adapted(empty_policy(*args)),
+                                 self.device, self.dtype)
         else:
-            model = load_policy(*args).to(self.device)
+            model = adapted(load_policy(*args)).to(self.device)
         if trainable and c.moe.freeze_router:
             freeze_router(model)
         if trainable and c.moe.bias_update_rate > 0 and not _has_biases(model):
@@ -78,6 +91,9 @@ class Trainer:
         with self._precision(), self.memory:
             if with_routing:  # recorded on the padded layout
                 return logprobs_and_routing(self.policy, *args)
+            if model == "reference" and self.lora:
+                with lora_tools.reference(self.policy):
+                    return batched_logprobs(self.policy, *args), None
             net = self.reference if model == "reference" else self.policy
             return batched_logprobs(net, *args), None
 
@@ -97,12 +113,27 @@ class Trainer:
         return self._weight_bytes
 
     def weights(self) -> list[tuple[str, torch.Tensor]]:
-        """The policy in checkpoint layout; the rollout pool packs them for the engines. Sharded: gathered onto
-        rank 0 (every rank must call), empty on the others."""
-        if not self.sharded:
-            return checkpoint_tensors(self.policy)
-        state = full_state(self.policy)
-        return [] if state is None else checkpoint_tensors(self.policy, state)
+        """What the engines receive, as (name, tensor) pairs: the policy in checkpoint layout (with LoRA merged in,
+        `rollout.lora_sync=merged`), or the adapter's tensors (`adapter`). Sharded: gathered onto rank 0 (every
+        rank must call), empty on the others."""
+        state = self._sync_state()
+        if state is None:
+            return []
+        if self.lora and self.cfg.rollout.lora_sync == "adapter":
+            return [(k, v.to("cpu", copy=False).contiguous()) for k, v in state.items()]
+        return checkpoint_tensors(lora_tools.unwrapped(self.policy), state)
+
+    def _sync_state(self) -> dict[str, torch.Tensor] | None:
+        """The state `weights` sends, before checkpoint names (None on a rank other than 0 under FSDP)."""
+        if self.lora and self.cfg.rollout.lora_sync == "adapter":
+            return lora_tools.adapter_state(self.policy, sharded=self.sharded)
+        if self.lora:
+            return lora_tools.merged_state(self.policy, sharded=self.sharded)
+        return full_state(self.policy) if self.sharded else self.policy.state_dict()
+
+    def adapter_config(self) -> dict:
+        """The adapter's peft config (rollout.lora_sync=adapter: the engines load it with the tensors)."""
+        return lora_tools.adapter_config(self.policy)
 
     def packed_weights(self) -> PackedWeights:
         """`weights` packed into one buffer per dtype: what a trainer rank puts in the object store."""
@@ -113,12 +144,17 @@ class Trainer:
             return max_logprob_gap(self.policy, groups, pad_id, scoring_of(self.cfg), micro_batching(self.cfg))
 
     def save(self, folder: Path, rank: int = 0, with_state: bool = True) -> None:
-        """Rank 0 writes the policy (a Hugging Face folder); `with_state`, also the optimizer and LR schedule
-        (whole: gathered from the shards under FSDP, so every rank must call), and every rank its RNG states."""
+        """Rank 0 writes the policy: a Hugging Face folder, or with LoRA the adapter in peft's format (resumable
+        checkpoints) or the merged weights with the adapter in `adapter/` (the final policy). `with_state`, also
+        the optimizer and LR schedule (whole: gathered from the shards under FSDP, so every rank must call), and
+        every rank its RNG states."""
         folder = Path(folder)
-        weights = full_state(self.policy) if self.sharded else None
-        if rank == 0:
-            self.policy.save_pretrained(folder, safe_serialization=True, state_dict=weights)
+        if self.lora:
+            lora_tools.save(self.policy, folder, merged=not with_state, write=rank == 0, sharded=self.sharded)
+        else:
+            weights = full_state(self.policy) if self.sharded else None
+            if rank == 0:
+                self.policy.save_pretrained(folder, safe_serialization=True, state_dict=weights)
         if not with_state:
             return
         optimizer = self._optimizer_state()
