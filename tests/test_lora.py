@@ -199,3 +199,69 @@ def test_config_rejects_bad_lora_settings():
         with pytest.raises(Exception, match=key.replace(".", r"\.")):
             load_config("configs/tiny.yaml", [bad])
     assert json.dumps(load_config("configs/tiny.yaml", []).model.lora.target_modules) == '["all-linear"]'
+
+
+@pytest.mark.engines
+@pytest.mark.parametrize("sharding", ["replicate", "fsdp"])
+def test_two_ranks_train_like_one_rank(sharding):
+    """The same batch on one rank and on two gloo ranks (Ray actors): the same losses and the same merged weights
+    and adapter to float rounding (four AdamW steps on random tokens, as tests/test_distributed.py)."""
+    import ray
+    from test_distributed import random_batch
+
+    from rl.trainer.group import TrainerGroup
+    from rollout.transport import unpack_tensors
+
+    args = ["trainer.ranks=2", f"trainer.sharding={sharding}", "model.lora.rank=8", "rollout.lora_sync=merged",
+            "algo.epochs=2", "algo.mini_batch_size=8", "trainer.micro_batch_size=2", "trainer.lr=1e-2",
+            "algo.kl_coef=0.05", "algo.loss_agg=token_mean", "trainer.threads=1"]
+    cfg = load_config("configs/tiny.yaml", args)
+    one = Trainer(cfg, BASE, BASE)
+    batch = random_batch(one)
+    ref, _ = one.logprobs(batch.input_ids, batch.attention_mask, "reference")
+    batch = TrainBatch(**{**batch.__dict__, "ref_logps": ref})
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    try:
+        group = TrainerGroup(cfg, BASE, BASE, [{"num_cpus": 1}] * 2)
+        ref2, _ = group.logprobs(batch.input_ids, batch.attention_mask, "reference")
+        m1, m2 = one.update(batch).metrics, group.update(batch).metrics
+        w1, w2 = dict(one.weights()), dict(unpack_tensors(ray.get(group.weights())))
+        a1 = one.adapter_config()
+        group.shutdown()
+    finally:
+        ray.shutdown()
+    assert torch.allclose(ref2[batch.mask], ref[batch.mask], atol=1e-5)  # the reference: the base, on both
+    assert m1["optimizer_steps"] == m2["optimizer_steps"] == 4
+    for key in ["loss/policy", "loss/kl", "policy/entropy", "grad_norm"]:
+        assert m2[key] == pytest.approx(m1[key], rel=1e-3, abs=1e-6), key
+    assert w1.keys() == w2.keys() and a1["r"] == 8
+    base = dict(Trainer(load_config("configs/tiny.yaml", ["trainer.threads=1"]), BASE, BASE).weights())
+    moved = max(float((w1[k] - base[k]).abs().max()) for k in w1)
+    worst = max(float((w1[k] - w2[k]).abs().max()) for k in w1)
+    assert moved > 1e-3 and worst < 0.05 * moved, (worst, moved)
+
+
+@pytest.mark.engines
+def test_resume_is_exact_with_the_adapter(tmp_path):
+    """Stopped after a checkpoint and resumed: the data ledger equals an uninterrupted run's, the resumed policy is
+    the base with the checkpoint's adapter, and the engines (started from the base) get it before the next step."""
+    from rl.train import train
+
+    common = ["model.lora.rank=8", "rollout.lora_sync=merged", "trainer.prompts_per_step=4", "rollout.n=4",
+              "rollout.max_new_tokens=32", "trainer.lr=1e-2", "run.eval_before=false", "run.eval_after=false",
+              "run.save_every=1", "run.save_checkpoint=false", "log.plot=false"]
+    train(load_config("configs/tiny.yaml", common + ["trainer.steps=3", f"run.dir={tmp_path / 'full'}"]))
+    train(load_config("configs/tiny.yaml", common + ["trainer.steps=2", f"run.dir={tmp_path / 'cut'}"]))
+    ckpt = tmp_path / "cut" / "checkpoints" / "step-000002"
+    assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "model.safetensors").exists()
+    summary = train(load_config("configs/tiny.yaml", common + ["trainer.steps=3", f"run.dir={tmp_path / 'cut'}",
+                                                               "run.resume=true"]))
+    assert summary["resumed_from_step"] == 2
+
+    def ledger(d):
+        return [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+
+    full, cut = ledger(tmp_path / "full"), ledger(tmp_path / "cut")
+    assert [m["data/indices"] for m in cut] == [m["data/indices"] for m in full]
+    assert cut[2]["rollout/logprob_abs_diff_max"] < PARITY_TOL  # step 3 sampled from the checkpoint's adapter
+    assert cut[2]["loss/kl"] > 0  # and that adapter was not zero: the policy had moved from the base
