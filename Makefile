@@ -20,7 +20,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-long bench-rewards bench-sync bench-trainer routing-gap moe-bias ray-up ray-down submit
+.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-long bench-lora bench-rewards bench-sync bench-trainer routing-gap moe-bias ray-up ray-down submit
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -83,6 +83,11 @@ bench-sweep: $(VENV)/.installed base-model .venv-bench/.installed
 # end-to-end step at 8,192 forced tokens (docs/benchmarks.md); ARGS="--lengths 1024 4096 --no-e2e".
 bench-long: $(VENV)/.installed base-model .venv-bench/.installed
 	$(BIN)/python scripts/bench_long.py $(ARGS)
+
+# Full fine-tuning against LoRA (rank 8, 32; merged and adapter syncs): sync bytes and seconds, trainer memory, step
+# time, on the tiny MoE, the sweep's 57 M MoE and a dense model of its size (docs/lora.md).
+bench-lora: $(VENV)/.installed base-model
+	$(BIN)/python scripts/bench_lora.py $(ARGS)
 
 routing-gap: $(VENV)/.installed base-model
 	$(BIN)/python scripts/routing_gap.py $(ARGS)

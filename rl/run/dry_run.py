@@ -11,8 +11,10 @@ from rl.run.plan import (
     GPU,
     Cluster,
     Layout,
+    Lora,
     MicroBatch,
     PlanError,
+    adapter_params,
     engine_gib,
     fit,
     kv_tokens,
@@ -64,14 +66,19 @@ def micro_batch_tokens(cfg: Config, prompt_tokens: int) -> int:
     return max(t.max_tokens_per_micro_batch, longest) if t.max_tokens_per_micro_batch else t.micro_batch_size * longest
 
 
-def plan_gpus(cfg: Config, cluster: Cluster, shape, tokens: int) -> tuple[list[GPU], Layout]:
-    """Every GPU of the cluster and its share of the engines and trainer ranks, with micro-batches of `tokens`."""
+def plan_gpus(cfg: Config, cluster: Cluster, config: dict, tokens: int) -> tuple[list[GPU], Layout]:
+    """Every GPU of the cluster and its share of the engines and trainer ranks (the model's config.json `config`),
+    with micro-batches of `tokens`."""
+    shape = model_shape(config)
     r, t = cfg.rollout, cfg.trainer
     ranks = t.ranks if t.ranks > 1 or t.rank_gpus > 0 else 0  # one rank on the CPU trains in the driver, off the GPUs
     layout = place(cluster, r.num_engines, r.tensor_parallel_size, ranks, cfg.cluster.colocate)
     gpus = {(n, i): GPU(n, i) for n in range(cluster.nodes) for i in range(cluster.gpus_per_node)}
     mb = MicroBatch(tokens, t.activation_checkpointing, t.logprob_chunk_tokens)
-    mine = trainer_gib(shape, max(ranks, 1), t.sharding == "fsdp", mb, cfg.algo.kl_coef > 0)
+    lo = cfg.model.lora
+    lora = Lora(adapter_params(config, lo.rank, lo.target_modules), 4 if cfg.model.dtype == "float32" else 2) \
+        if lo.rank else None
+    mine = trainer_gib(shape, max(ranks, 1), t.sharding == "fsdp", mb, cfg.algo.kl_coef > 0, lora)
     for k, g in enumerate(layout.ranks):
         gpus[g].parts |= {f"rank {k} {name}": v for name, v in mine.items()}
     engine = engine_gib(shape, r.tensor_parallel_size, cluster.memory_gib, r.gpu_memory_utilization,
@@ -86,7 +93,7 @@ def plan_gpus(cfg: Config, cluster: Cluster, shape, tokens: int) -> tuple[list[G
     return list(gpus.values()), layout
 
 
-def trainer_line(cfg: Config, cluster: Cluster, shape, prompt_tokens: int, layout: Layout) -> str:
+def trainer_line(cfg: Config, cluster: Cluster, config: dict, prompt_tokens: int, layout: Layout) -> str:
     """The trainer's micro-batches and the longest response it can train on this cluster."""
     t, tokens = cfg.trainer, micro_batch_tokens(cfg, prompt_tokens)
     head = f"logits {t.logprob_chunk_tokens} tokens at a time" if t.logprob_chunk_tokens else "materialized logits"
@@ -95,10 +102,11 @@ def trainer_line(cfg: Config, cluster: Cluster, shape, prompt_tokens: int, layou
         return line + " (on the CPU)"
 
     def fits(n: int) -> bool:
-        return max(g.peak_gib for g in plan_gpus(cfg, cluster, shape, n)[0]) <= cluster.memory_gib
+        return max(g.peak_gib for g in plan_gpus(cfg, cluster, config, n)[0]) <= cluster.memory_gib
 
     longest = longest_response(fits, prompt_tokens, t.max_tokens_per_micro_batch)
-    room = shape.positions - prompt_tokens if shape.positions else None
+    positions = model_shape(config).positions
+    room = positions - prompt_tokens if positions else None
     if room is not None and room < longest:
         return line + f"; the longest response it can train: {room:,} tokens (the model's positions; memory holds {longest:,})"
     return line + f"; the longest response it can train: {longest:,} tokens (memory)"
@@ -114,11 +122,12 @@ def check_positions(cfg: Config, shape, prompt_tokens: int) -> None:
 
 def dry_run(cfg: Config) -> None:
     """Prints the plan; PlanError (a UserError: exit 2) when the run cannot fit."""
-    shape = model_shape(read_model_config(cfg.model.path))
+    config = read_model_config(cfg.model.path)
+    shape = model_shape(config)
     cluster = parse_cluster(cfg.cluster.declared) if cfg.cluster.declared else running_cluster()
     note, prompt_tokens = dataset_note(cfg)
     check_positions(cfg, shape, prompt_tokens)
-    gpus, layout = plan_gpus(cfg, cluster, shape, micro_batch_tokens(cfg, prompt_tokens))
+    gpus, layout = plan_gpus(cfg, cluster, config, micro_batch_tokens(cfg, prompt_tokens))
     r = cfg.rollout
     say(f"plan: {cfg.model.path}: {shape.params / 1e9:.2f} B parameters ({shape.active_params / 1e9:.2f} B active), "
         f"{shape.layers} layers, KV {shape.kv_bytes_per_token / 1024:.0f} KiB per token")
@@ -130,7 +139,11 @@ def dry_run(cfg: Config) -> None:
     kv = next((v for g in gpus for k, v in g.parts.items() if k.endswith("KV cache")), 0.0)
     say(f"engines: KV cache {kv:.1f} GiB per GPU = {kv_tokens(shape, r.tensor_parallel_size, kv):,} tokens per engine "
         f"({r.n} x {r.max_new_tokens} new tokens per prompt)")
-    say(trainer_line(cfg, cluster, shape, prompt_tokens, layout))
+    say(trainer_line(cfg, cluster, config, prompt_tokens, layout))
+    if cfg.model.lora.rank:
+        lo = cfg.model.lora
+        say(f"lora: rank {lo.rank} on {lo.target_modules}: {adapter_params(config, lo.rank, lo.target_modules) / 1e6:.1f} M "
+            f"adapter parameters (optimizer state on these only; the reference is the base with them off)")
     for line in summary_lines(gpus, cluster.memory_gib):
         say(line)
     fit(gpus, cluster.memory_gib)

@@ -97,6 +97,27 @@ def _mlp_params(c: dict, moe: bool, active: bool = False) -> int:
     return experts * 3 * h * inter + h * _experts(c) + shared  # experts, router, shared expert and its gate
 
 
+def adapter_params(c: dict, rank: int, targets: list[str]) -> int:
+    """Parameters of LoRA adapters of `rank` (rl/trainer/lora.py): r x (in + out) per adapted linear layer (the
+    attention's q/k/v/o, a dense MLP's or shared expert's gate/up/down; never a router or the output layer), and
+    for `experts` r x E x (in + out) per fused expert weight (peft's target_parameters)."""
+    h, d = c["hidden_size"], _head_dim(c)
+    q, kv = c["num_attention_heads"] * d, c.get("num_key_value_heads", c["num_attention_heads"]) * d
+    shapes = {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h)}
+    every = "all-linear" in targets
+    total = 0
+    for i in range(c["num_hidden_layers"]):
+        moe = _moe_layer(c, i)
+        inter = c.get("shared_expert_intermediate_size", 0) if moe else c["intermediate_size"]
+        mlp = {"gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)} if inter else {}
+        for name, (a, b) in (shapes | mlp).items():
+            total += rank * (a + b) if every or name in targets else 0
+        if moe and "experts" in targets:
+            e, mi = _experts(c), c.get("moe_intermediate_size") or c["intermediate_size"]
+            total += rank * e * ((h + 2 * mi) + (mi + h))  # gate_up (in h, out 2I) and down (in I, out h)
+    return total
+
+
 def _activation_width(c: dict, moe: bool) -> int:
     """Values an eager forward keeps per token for one layer's backward: the attention's input, q/k/v, their normed
     and rotated copies, its output and the residual (4h + 4(q + kv)); the MLP's norm, gate/up, activation and
@@ -161,20 +182,34 @@ class MicroBatch:
     value_bytes: int = 2  # per activation: 2 in bf16 mixed precision, 4 in fp32
 
 
-def trainer_gib(shape: ModelShape, ranks: int, sharded: bool, mb: MicroBatch, reference: bool) -> dict[str, float]:
+@dataclass(frozen=True)
+class Lora:
+    """model.lora as the planner counts it: the adapters' parameters and the frozen base's bytes per parameter."""
+
+    params: int  # adapter parameters (adapter_params)
+    base_bytes: int = 2  # model.dtype of the frozen base: 2 (bfloat16) or 4 (float32)
+
+
+def trainer_gib(shape: ModelShape, ranks: int, sharded: bool, mb: MicroBatch, reference: bool,
+                lora: Lora | None = None) -> dict[str, float]:
     """One trainer rank with fp32 master weights and AdamW: weights 4 B, gradients 4 B and Adam's two moments 8 B
-    per parameter (1/ranks of it under FSDP, plus two gathered layers); the activations of one micro-batch; the
-    output layer's logits, of one chunk (rl/trainer/chunked.py) or of every token; the frozen reference."""
+    per parameter (1/ranks of it under FSDP, plus two gathered layers); with LoRA, the frozen base in its dtype and
+    those 16 B per adapter parameter only, and no reference (the base is it); the activations of one micro-batch;
+    the output layer's logits, of one chunk (rl/trainer/chunked.py) or of every token; the frozen reference."""
     share = 1 / ranks if sharded else 1.0
-    out = {"weights (fp32)": 4 * shape.params * share, "gradients (fp32)": 4 * shape.params * share,
-           "optimizer state (Adam, fp32)": 8 * shape.params * share}
+    if lora is None:
+        out = {"weights (fp32)": 4 * shape.params * share, "gradients (fp32)": 4 * shape.params * share,
+               "optimizer state (Adam, fp32)": 8 * shape.params * share}
+    else:
+        out = {"frozen base": lora.base_bytes * shape.params * share,
+               "adapters, gradients, Adam (fp32)": 16 * lora.params * share}
     if sharded:
         out["gathered layers"] = 2 * mb.value_bytes * shape.largest_layer_params
     kept = shape.hidden if mb.checkpointing else shape.activation_width  # per token and layer
     recomputed = shape.activation_width if mb.checkpointing else 0  # the one layer being recomputed
     out["activations"] = mb.value_bytes * mb.tokens * (kept * shape.layers + recomputed)
     out.update(logits_bytes(shape, mb.tokens, mb.chunk_tokens, mb.value_bytes))
-    if reference:
+    if reference and lora is None:
         out["reference (bf16)"] = 2 * shape.params * share
     return {k: v / GIB for k, v in out.items()}
 
