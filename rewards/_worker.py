@@ -10,6 +10,7 @@ import os
 import pickle
 import signal
 import sys
+import traceback
 from multiprocessing.connection import Connection
 
 from rewards.process import die_with_parent
@@ -64,9 +65,11 @@ def _run(blob: bytes) -> Reward:
         return Reward.fail("timeout", reason="soft time limit", limit_s=soft_timeout_s)
     except Exception as e:  # a verifier bug is an error for this item, not a crash of the worker
         signal.setitimer(signal.ITIMER_REAL, 0)
-        return Reward.fail("error", reason=f"{verifier_name(fn)} raised {e!r}"[:500])
+        return Reward.fail("error", reason=f"{verifier_name(fn)} raised {type(e).__name__}: {e}"[:500],
+                           traceback=traceback.format_exc()[-4000:])
     if not isinstance(reward, Reward):
-        return Reward.fail("error", reason=f"{verifier_name(fn)} returned {type(reward).__name__}, not Reward")
+        return Reward.fail("error", reason=f"{verifier_name(fn)} returned {type(reward).__name__}, not a Reward "
+                                           f"(rewards.Reward.ok / wrong / fail)")
     return reward
 
 

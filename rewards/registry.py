@@ -93,12 +93,22 @@ def _adopt(name: str, candidates: tuple[EntryPoint, ...]) -> Verifier:
 
 
 def _load_dotted(path: str) -> Verifier:
+    """The verifier at `pkg.mod:attr`; UnknownVerifierError naming what is missing (the module, the attribute,
+    or a callable). An error inside the module's own code keeps its traceback: that is a bug in it."""
     mod_name, _, attr = path.partition(":")
-    obj = importlib.import_module(mod_name)
+    try:
+        obj = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        if e.name is None or not (mod_name == e.name or mod_name.startswith(e.name + ".")):
+            raise  # the module exists, and fails importing something of its own
+        raise UnknownVerifierError(f"verifier {path!r}: no module named {e.name!r} (is its folder on PYTHONPATH, or "
+                                   f"its package installed?)") from None
     for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UnknownVerifierError(f"verifier {path!r}: {mod_name} has no {part!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise TypeError(f"{path!r} is not callable")
+        raise UnknownVerifierError(f"verifier {path!r} is a {type(obj).__name__}, not a callable")
     return obj
 
 

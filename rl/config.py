@@ -277,10 +277,18 @@ class RewardConfig:
     code and a plug-in task; metrics are split per source (reward/<source>/accuracy)."""
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     """What the code sandbox must give model-written programs, and the packages it lets them import."""
+    max_error_rate: float = 0.5
+    """A step whose share of masked samples (a verifier failed: `error`) is above this counts as failing: past
+    half, most of the reward signal is missing."""
+    max_error_steps: int = 3
+    """After this many failing steps in a row the run stops with a checkpoint, naming the verifier and its most
+    frequent error (more than one, so that a transient failure, one bad batch or a sandbox hiccup, passes)."""
 
     def __post_init__(self):
         require(len(self.terms) >= 1, "terms", "must name at least one verifier")
         require(self.workers >= 1, "workers", "must be >= 1")
+        require(0 <= self.max_error_rate < 1, "max_error_rate", "must be in [0, 1)")
+        require(self.max_error_steps >= 1, "max_error_steps", "must be >= 1")
         require(self.accuracy_verifier in [t.verifier for t in self.terms], "accuracy_verifier",
                 f"{self.accuracy_verifier!r} is not one of reward.terms' verifiers")
 
@@ -679,18 +687,52 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """YAML file + dotted overrides (`rollout.n=16`) -> checked Config."""
     sources = []
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        sources.append(OmegaConf.load(path))
+        sources.append(_read_yaml(Path(path)))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-    sources += [OmegaConf.from_dotlist([item]) for item in overrides or []]  # one at a time: `algo.loss=gspo
+    sources += [_read_override(item) for item in overrides or []]  # one at a time: `algo.loss=gspo
     # algo.loss.clip_high=4e-4` must merge as {name: gspo} then {clip_high: ...}, not replace the name
     raw = [_normalise(OmegaConf.to_container(s, resolve=True) or {}) for s in sources]
     merged = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create({}), *raw), resolve=True)
     return _build(Config, merged, "")
+
+
+def _read_yaml(path: Path):
+    """The YAML file as OmegaConf reads it; a missing file, a syntax error or a key given twice is a ConfigError
+    naming the file, the line and the column."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        node = OmegaConf.load(path)
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(f"{path}: {_yaml_problem(e)}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(node, dict) and not OmegaConf.is_dict(node):
+        raise ConfigError(f"{path}: expected a mapping of sections (model:, rollout:, ...), got a list")
+    return node
+
+
+def _read_override(item: str):
+    import yaml
+
+    try:
+        return OmegaConf.from_dotlist([item])
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(f"override {item!r}: its value is not valid YAML: {e.problem}") from None
+    except Exception as e:  # omegaconf's own grammar errors for a malformed key
+        raise ConfigError(f"override {item!r} is not of the form key=value: {str(e).splitlines()[0]}") from None
+
+
+def _yaml_problem(e) -> str:
+    """'line L, column C: problem (context)' from a YAML error's marks."""
+    mark = e.problem_mark or e.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    context = f" ({e.context})" if e.context and e.context_mark is not mark else ""
+    return f"{where}{e.problem}{context}"
 
 
 def to_yaml(cfg: Config) -> str:

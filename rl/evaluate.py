@@ -1,8 +1,8 @@
 """`make eval`: a model's held-out accuracy (one sample per problem, the training sampling settings) and the
-eval sets' figures (mean@n, pass@k, maj@k, greedy; rl/eval/), as one JSON object.
+eval sets' figures (mean@n, pass@k, maj@k, greedy; rl/eval/), said as `make train` says them and written to
+DIR/eval.json, with the per-problem results in DIR/eval/<set>-step0.jsonl and the libraries' output in DIR/logs.
 
 `python -m rl.evaluate --config configs/tiny.yaml [--checkpoint runs/x/checkpoint] [--out DIR] [overrides]`
-(--out also writes the per-problem results, DIR/eval/<set>-step0.jsonl).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
 from rl.collect.generate import generate_round, sampling
@@ -18,6 +19,8 @@ from rl.config import Config, RewardConfig, load_config
 from rl.data import PromptSet
 from rl.errors import UserError
 from rl.eval.run import run_evals
+from rl.run.console import say, third_party_to
+from rl.run.outputs import say_eval_table
 
 
 def accuracy_only(reward: RewardConfig) -> RewardConfig:
@@ -39,25 +42,42 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", default="configs/tiny.yaml")
     p.add_argument("--checkpoint", default=None, help="model folder to score; defaults to model.path")
-    p.add_argument("--out", type=Path, default=None, help="write the per-problem results under this folder")
+    p.add_argument("--out", type=Path, default=None, help="folder for eval.json, the per-problem results and the "
+                   "libraries' logs (default: runs/eval-<timestamp>)")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
-    from rl.run.session import Session
-
     try:
         cfg = load_config(args.config, args.overrides + ([f"model.path={args.checkpoint}"] if args.checkpoint else []))
-        session = Session.start(cfg, trainable=False)
+        out = args.out or Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")
+        result = evaluate(cfg, out)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    try:
-        acc = heldout_accuracy(session.pool, session.eval, cfg)
-        sets = run_evals(session.pool, session.eval_sets, cfg, 0, args.out)
-        print(json.dumps({"model": cfg.model.path, "eval": cfg.data.eval, "problems": len(session.eval), "accuracy": acc,
-                          "sets": {k.removeprefix("eval/"): v for k, v in sets.items()}}))
-    finally:
-        session.close()
+    (out / "eval.json").write_text(json.dumps(result, indent=2))
+    say(f"done: {out / 'eval.json'}")
     return 0
+
+
+def evaluate(cfg: Config, out: Path) -> dict:
+    """The held-out accuracy and the eval sets' figures of cfg.model.path, said as `make train` says them; vLLM's,
+    Ray's and the other libraries' output goes to out/logs (log.verbose keeps it on the console)."""
+    from rl.run.session import Session
+
+    out.mkdir(parents=True, exist_ok=True)
+    say(f"eval: {cfg.model.path}; held-out {cfg.data.eval} ({cfg.data.eval_size}); eval sets "
+        f"{', '.join(cfg.eval.sets) or 'none'}; output {out}")
+    with third_party_to(None if cfg.log.verbose else out / "logs"):
+        session = Session.start(cfg, trainable=False)
+        try:
+            acc = heldout_accuracy(session.pool, session.eval, cfg)
+            sets = run_evals(session.pool, session.eval_sets, cfg, 0, out)
+        finally:
+            session.close()
+    say(f"held-out accuracy: {acc:.3f} ({len(session.eval)} problems)")
+    figures = {k.removeprefix("eval/"): v for k, v in sets.items()}
+    say_eval_table({"0": figures} if figures else {})
+    return {"model": cfg.model.path, "eval": cfg.data.eval, "problems": len(session.eval), "accuracy": acc,
+            "sets": figures}
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ from pathlib import Path
 from rl.batch.build import build_tokens
 from rl.batch.prepare import prepare_batch, trainer_forwards
 from rl.batch.types import TokenBatch, TrainBatch
+from rl.collect import failures
 from rl.collect.collector import Collector
+from rl.collect.failures import RewardFailure, watch
 from rl.collect.generate import sampling
 from rl.collect.scoring import reward_metrics
 from rl.config import Config, ConfigError, load_config
@@ -26,7 +28,7 @@ from rl.evaluate import heldout_accuracy
 from rl.objectives.mismatch import mismatch_metrics
 from rl.run.console import say, third_party_to
 from rl.run.dry_run import dry_run
-from rl.run.outputs import MetricsLog, SampleLog, make_run_dir, write_summary
+from rl.run.outputs import MetricsLog, SampleLog, make_run_dir, say_eval_table, write_summary
 from rl.run.placement import PlacementError
 from rl.run.plot import plot_run
 from rl.run.resume import keep_metrics_through, resume_point
@@ -116,6 +118,7 @@ def run(cfg: Config, run_dir: Path, start: float) -> dict:
     if resume_from is not None and s.cfg.model.lora.rank:  # the engines started from the base: the adapter now
         sync_weights(s.sender, s.pool, s.trainer, checkpoint_step(resume_from))
     log = MetricsLog(run_dir, cfg)
+    watch(run_dir / "logs" / "rewards.log", cfg.reward.max_error_rate, cfg.reward.max_error_steps)
     try:
         summary = {"run_dir": str(run_dir), "model": cfg.model.path, **base_accuracy(s, run_dir, resume_from)}
         if resume_from is None and cfg.run.eval_before and cfg.eval.sets:
@@ -185,6 +188,7 @@ def loop(s: Session, collector: Collector, out: Outputs, first: int) -> list[flo
         except EngineLost as e:
             raise checkpoint_lost_run(s, collector, out.run_dir, step, e) from e
         metrics["time/wall"] = time.perf_counter() - t_wall
+        stop_on_failing_rewards(s, collector, out, metrics)
         if step > 1 and metrics["rollout/staleness"] == 0:  # the forward ran on the weights the engines received
             gaps.append(metrics["rollout/logprob_abs_diff_max"])
         if evaluates_at(cfg, step):
@@ -193,6 +197,18 @@ def loop(s: Session, collector: Collector, out: Outputs, first: int) -> list[flo
         if cfg.run.save_every and step % cfg.run.save_every == 0:
             save_train_state(out.run_dir, step, s.trainer, s.tokenizer, collector.resume_cursor(), cfg.run.keep_last)
     return gaps
+
+
+def stop_on_failing_rewards(s: Session, collector: Collector, out: Outputs, metrics: dict) -> None:
+    """After a step: when its verifiers have failed on too many samples for too long (reward.max_error_rate,
+    reward.max_error_steps), its metrics and a checkpoint are written and the run stops naming the failure."""
+    try:
+        failures.WATCH.end_step(metrics["reward/masked"], metrics["reward/samples"])
+    except RewardFailure as e:
+        out.metrics.write(metrics)
+        step = metrics["step"]
+        ckpt = save_train_state(out.run_dir, step, s.trainer, s.tokenizer, collector.resume_cursor(), s.cfg.run.keep_last)
+        raise RewardFailure(f"{e}. Checkpoint of step {step}: {ckpt}") from None
 
 
 def evaluates_at(cfg: Config, step: int) -> bool:
@@ -230,11 +246,7 @@ def eval_table(cfg: Config, run_dir: str | None) -> dict:
     lines = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()] if run_dir else []
     table = {str(m["step"]): {k.removeprefix("eval/"): v for k, v in m.items() if k.startswith("eval/")}
              for m in lines if any(k.startswith("eval/") for k in m)}
-    if table:
-        steps = list(table)
-        say("eval figures by step: " + "  ".join(f"{'step ' + st:>10}" for st in steps))
-        for fig in table[steps[-1]]:
-            say(f"  {fig:<28} " + "  ".join(f"{table[st].get(fig, float('nan')):>10.3f}" for st in steps))
+    say_eval_table(table)
     return table
 
 

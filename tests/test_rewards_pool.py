@@ -63,7 +63,7 @@ def test_unpicklable_item_and_bad_return_are_errors():
         [("math", "\\boxed{1}", "1", {"f": lambda: 0}), (f"{HERE}:bad_return_verifier", "x", None, {})], workers=2
     )
     assert out[0].status == "error" and "picklable" in out[0].info["reason"]
-    assert out[1].status == "error" and "not Reward" in out[1].info["reason"]
+    assert out[1].status == "error" and "not a Reward" in out[1].info["reason"]
 
 
 def test_workers_are_reused_across_calls_and_not_the_parent():

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 import rewards
+from rl.collect import failures
 from rl.config import RewardConfig
 from rl.data import PromptRow
 from rollout.types import RolloutGroup
@@ -81,6 +82,9 @@ def score_groups(groups: list[RolloutGroup], rows: dict[int, PromptRow], cfg: Re
     for (i, t), r in zip(jobs, results):
         total[i] += t.weight * r.score
         valid[i] &= r.status != "error"
+        if r.status == "error":
+            failures.WATCH.note(t.verifier, samples[i][0].index, str(r.info.get("reason", "")),
+                                str(r.info.get("traceback", "")))
         scores[t.verifier][i], statuses[t.verifier][i] = r.score, r.status
     correct = torch.tensor([bool(scores[src.accuracy_verifier][i] >= 1.0) for i, src in enumerate(sources)])
     return ScoredGroups(total.view(P, G), valid.view(P, G), {n: v.view(P, G) for n, v in scores.items()}, statuses,
@@ -92,6 +96,7 @@ def reward_metrics(scored: ScoredGroups, accuracy_verifier: str) -> dict[str, fl
     status counts, and with several data sources reward/<source>/total and reward/<source>/accuracy."""
     v = scored.valid
     out = {"reward/mean": float(scored.total[v].mean()) if v.any() else 0.0, "reward/masked": int((~v).sum()),
+           "reward/samples": v.numel(),
            # groups whose valid samples all scored the same give zero advantage, hence no gradient
            "reward/zero_std_frac": int((~scored.has_signal()).sum()) / max(len(v), 1)}
     for name, scores in scored.terms.items():

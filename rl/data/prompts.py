@@ -7,6 +7,7 @@ rl/data/templates.py.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -94,11 +95,13 @@ def _read(source: str, split: str):
     if suffix in (".jsonl", ".json", ".parquet"):
         if not path.is_file():
             raise DatasetError(f"dataset file not found: {source}")
+        check_file(path)
         builder = "parquet" if suffix == ".parquet" else "json"
         try:
             return datasets.load_dataset(builder, data_files=str(path), split="train")
-        except Exception as e:  # pyarrow's messages are long; keep the cause, name the file
-            raise DatasetError(f"could not parse dataset {source}: {type(e).__name__}: {e}") from e
+        except Exception as e:  # what the checks above let through: the cause's first line, naming the file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise DatasetError(f"could not read dataset {source}: {type(e).__name__}: {first}") from None
     if path.exists():
         raise DatasetError(f"unsupported dataset file {source}: use .jsonl, .json or .parquet")
     try:
@@ -107,6 +110,62 @@ def _read(source: str, split: str):
         raise DatasetError(
             f"dataset {source!r} is neither a local .jsonl/.parquet file nor a loadable hub dataset: {e}"
         ) from e
+
+
+def check_file(path: Path) -> None:
+    """DatasetError naming the file and the line for what a user's file gets wrong: empty, bytes that are not UTF-8,
+    a line of a .jsonl or a .json that is not valid JSON (or not an object), a .parquet that is not one."""
+    if path.stat().st_size == 0:
+        raise DatasetError(f"{path} is empty: no rows")
+    if path.suffix.lower() == ".parquet":
+        _check_parquet(path)
+        return
+    raw = path.read_bytes()
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DatasetError(f"{path}: line {line} is not UTF-8 text (byte 0x{raw[e.start]:02x})") from None
+    if path.suffix.lower() == ".jsonl":
+        _check_json_lines(path, content)
+        return
+    try:
+        data = json.loads(content)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path} is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
+    if data in ([], {}):
+        raise DatasetError(f"{path} is empty: no rows")
+    if isinstance(data, list) and not all(isinstance(r, dict) for r in data):
+        bad = next(i for i, r in enumerate(data) if not isinstance(r, dict))
+        raise DatasetError(f"{path}: row {bad} is a JSON {type(data[bad]).__name__}, not an object with columns")
+
+
+def _check_json_lines(path: Path, content: str) -> None:
+    rows = 0
+    for n, line in enumerate(content.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{path}: line {n} is not valid JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}: line {n} is a JSON {type(row).__name__}, not an object with columns")
+        rows += 1
+    if rows == 0:
+        raise DatasetError(f"{path} is empty: no rows")
+
+
+def _check_parquet(path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DatasetError(f"{path} is not a readable Parquet file: {first}") from None
+    if rows == 0:
+        raise DatasetError(f"{path} is empty: no rows")
 
 
 def load_prompts(source: str, split: str = "train", limit: int | None = None, format: str = "purerl",

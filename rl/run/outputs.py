@@ -55,9 +55,21 @@ class MetricsLog:
 
 
 def progress_line(m: dict, total: int, eta_s: float) -> str:
+    masked = f"  masked {m['reward/masked']}/{m['reward/samples']}" if m.get("reward/masked") else ""
     return (f"step {m['step']:>4}/{total}  reward {m['reward/mean']:.3f}  acc {m.get('reward/accuracy', float('nan')):.3f}"
             f"  len {m['response/len_mean']:5.1f}  kl {m['loss/kl']:.4f}  clip {m['loss/clip_frac']:.3f}"
-            f"  gap {m['rollout/logprob_abs_diff_max']:.1e}  {m['time/step']:.1f}s  eta {_clock(eta_s)}")
+            f"  gap {m['rollout/logprob_abs_diff_max']:.1e}{masked}  {m['time/step']:.1f}s  eta {_clock(eta_s)}")
+
+
+def say_eval_table(table: dict[str, dict[str, float]]) -> None:
+    """The eval figures by step ({"0": {"heldout/pass@1": ...}, "40": ...}) on the console: one row per figure,
+    one column per evaluated step."""
+    if not table:
+        return
+    steps = list(table)
+    say("eval figures by step: " + "  ".join(f"{'step ' + st:>10}" for st in steps))
+    for fig in table[steps[-1]]:
+        say(f"  {fig:<28} " + "  ".join(f"{table[st].get(fig, float('nan')):>10.3f}" for st in steps))
 
 
 def eval_line(m: dict) -> str:

@@ -10,11 +10,19 @@ from rl.trainer.checkpoint import complete_checkpoints
 
 
 def resume_point(run_dir: Path) -> Path:
-    """The last complete checkpoint of the run to continue; an error if there is none."""
+    """The last complete checkpoint of the run to continue, checked before anything starts (its state reads, its
+    weights or adapter are whole); an error naming the file if not, or if there is none."""
+    from rl.trainer.checkpoint import checkpoint_step
+    from rl.trainer.policy import check_model_folder
+
     found = complete_checkpoints(run_dir)
     if not found:
         raise UserError(f"run.resume: {run_dir} has no complete checkpoint (set run.save_every to write them)")
-    return found[-1]
+    last = found[-1]
+    checkpoint_step(last)
+    if (last / "config.json").is_file():
+        check_model_folder(last)
+    return last
 
 
 def keep_metrics_through(path: Path, step: int) -> None:

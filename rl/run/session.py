@@ -75,6 +75,7 @@ class Session:
         train, held_out, eval_sets = load_data(cfg, tokenizer, trainable)
         longest = max(len(x) for p in (train, held_out, *eval_sets.values()) for x in p.ids)
         check_positions(model_path, longest, cfg.rollout.max_new_tokens)
+        check_verifiers(cfg)
         sandbox_policy(cfg)
         backend = weight_transfer_backend(cfg)
         init_ray(cfg)
@@ -160,6 +161,19 @@ def adapter_unservable(cfg: Config, model_path: str) -> str:
     return ""
 
 
+def reward_terms(cfg: Config) -> list:
+    """Every reward term of the run: the default ones and each data source's."""
+    return [*cfg.reward.terms, *(t for src in cfg.reward.sources.values() for t in src.terms)]
+
+
+def check_verifiers(cfg: Config) -> None:
+    """Every verifier a term names resolves here (a plug-in's module imports), before Ray and the engines start."""
+    import rewards
+
+    for t in reward_terms(cfg):
+        rewards.get_verifier(t.verifier)
+
+
 def sandbox_policy(cfg: Config) -> None:
     """reward.sandbox for this run's scoring workers (they read it from the environment); with code rewards, a
     machine that cannot give its min_isolation stops the run here, naming what is missing."""
@@ -168,8 +182,7 @@ def sandbox_policy(cfg: Config) -> None:
     sb = cfg.reward.sandbox
     pol = SandboxPolicy(sb.min_isolation, tuple(sb.packages))
     os.environ.update(pol.to_env())
-    terms = [*cfg.reward.terms, *(t for src in cfg.reward.sources.values() for t in src.terms)]
-    if any(t.verifier.split("(")[0].strip() == "code" for t in terms):
+    if any(t.verifier.split("(")[0].strip() == "code" for t in reward_terms(cfg)):
         try:
             require(detect_isolation(), pol)
         except IsolationTooWeak as e:

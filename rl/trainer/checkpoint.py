@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from rl.errors import UserError
+
 STATE = "train_state.pt"
 
 
@@ -62,15 +64,30 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
                   and (p / STATE).is_file())
 
 
+def read_state(file: Path) -> dict:
+    """A checkpoint's torch-saved state; UserError naming the file when it is missing or damaged."""
+    file = Path(file)
+    if not file.is_file():
+        raise UserError(f"{file} is missing: not a complete purerl checkpoint")
+    try:
+        state = torch.load(file, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - a truncated zip, a pickle error, anything that is not the file we wrote
+        raise UserError(f"{file} is damaged (a partial write or a copy cut short?): {type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{file} holds a {type(state).__name__}, not a purerl checkpoint's state")
+    return state
+
+
 def checkpoint_step(path: Path) -> int:
     """The step a complete checkpoint was taken after (its weights' version)."""
-    return int(torch.load(Path(path) / STATE, weights_only=False)["step"])
+    return int(read_state(Path(path) / STATE)["step"])
 
 
 def load_train_state(path: Path, trainer, sampler) -> int:
     """Restores everything but the weights (loaded from `path` as the policy); returns the checkpoint's step."""
     trainer.load_state(path)
-    state = torch.load(path / STATE, weights_only=False)
+    state = read_state(path / STATE)
     sampler.load_state_dict(state["sampler"])
     torch.set_rng_state(state["torch_rng"])
     random.setstate(state["python_rng"])

@@ -15,6 +15,7 @@ from rl.errors import ConfigError, UserError
 from rl.families import ROUTER_BIAS, top_k_of
 from rl.sync.parity import max_logprob_gap
 from rl.trainer import lora as lora_tools
+from rl.trainer.checkpoint import read_state
 from rl.trainer.device import autocast, compute_dtype, trainer_device
 from rl.trainer.dist import full_state, load_sharded, world
 from rl.trainer.export import checkpoint_tensors
@@ -178,7 +179,7 @@ class Trainer:
     def load_state(self, folder: Path, rank: int = 0) -> None:
         """Everything `save` wrote but the weights, which the policy was loaded from."""
         folder = Path(folder)
-        state = torch.load(folder / TRAINER_STATE, weights_only=False)
+        state = read_state(folder / TRAINER_STATE)
         written = state.get("sharding", "replicate")  # checkpoints from before trainer.sharding existed
         if written != self._sharding():
             raise UserError(f"{folder / TRAINER_STATE} holds optimizer state written with trainer.sharding={written} "
@@ -193,7 +194,7 @@ class Trainer:
         self.optim.scheduler.load_state_dict(state["scheduler"])
         rng = folder / f"rng_rank{rank}.pt"
         if rng.is_file():  # absent when the run that wrote it had fewer ranks
-            r = torch.load(rng, weights_only=False)
+            r = read_state(rng)
             torch.set_rng_state(r["torch_rng"])
             random.setstate(r["python_rng"])
 
