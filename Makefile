@@ -20,7 +20,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-long bench-lora bench-rewards bench-sync bench-trainer routing-gap moe-bias ray-up ray-down submit
+.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-long bench-lora bench-rewards bench-storage bench-sync bench-trainer routing-gap moe-bias ray-up ray-down submit
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -36,7 +36,7 @@ base-model: $(VENV)/.installed
 
 train: $(VENV)/.installed
 	$(BIN)/python -m rl.tasks.build --config $(CONFIG) $(ARGS)
-	$(BIN)/python -m rl.train --config $(CONFIG) $(if $(RUN_DIR),run.dir=$(RUN_DIR)) $(if $(RESUME),run.resume=true) $(ARGS)
+	$(BIN)/python -m rl.train --config $(CONFIG) $(if $(RUN_DIR),'run.dir=$(RUN_DIR)') $(if $(RESUME),run.resume=true) $(ARGS)
 
 eval: $(VENV)/.installed
 	$(BIN)/python -m rl.tasks.build --config $(CONFIG) $(ARGS)
@@ -96,6 +96,10 @@ routing-gap: $(VENV)/.installed base-model
 moe-bias: $(VENV)/.installed
 	$(BIN)/python scripts/moe_bias.py $(ARGS)
 
+# A checkpoint of the tiny MoE written locally, uploaded to S3 on loopback and downloaded (docs/cluster.md).
+bench-storage: $(VENV)/.installed base-model
+	$(BIN)/python scripts/bench_storage.py $(ARGS)
+
 bench-rewards: $(VENV)/.installed
 	$(BIN)/python scripts/bench_rewards.py --workers 2 $(ARGS)
 
@@ -120,7 +124,7 @@ ray-down: $(VENV)/.installed
 # as the job's working_dir; the cluster's nodes need the same Python environment (make install).
 submit: $(VENV)/.installed base-model
 	@test -n "$$RAY_ADDRESS" || { echo "make submit: set RAY_ADDRESS to the cluster's dashboard, e.g. http://127.0.0.1:8265" >&2; exit 2; }
-	$(BIN)/python scripts/submit.py --config $(CONFIG) -- $(if $(RUN_DIR),run.dir=$(RUN_DIR)) $(if $(RESUME),run.resume=true) $(ARGS)
+	$(BIN)/python scripts/submit.py --config $(CONFIG) -- $(if $(RUN_DIR),'run.dir=$(RUN_DIR)') $(if $(RESUME),run.resume=true) $(ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check rl rewards rollout tests scripts

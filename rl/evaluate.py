@@ -21,6 +21,7 @@ from rl.errors import UserError
 from rl.eval.run import run_evals
 from rl.run.console import say, third_party_to
 from rl.run.outputs import say_eval_table
+from rl.storage import fetch
 
 
 def accuracy_only(reward: RewardConfig) -> RewardConfig:
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides + ([f"model.path={args.checkpoint}"] if args.checkpoint else []))
+        checkpoint = str(fetch(args.checkpoint)) if args.checkpoint else None  # a URI: downloaded into runs/.remote
+        cfg = load_config(args.config, args.overrides + ([f"model.path={checkpoint}"] if checkpoint else []))
         out = args.out or Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")
         result = evaluate(cfg, out)
     except UserError as e:

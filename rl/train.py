@@ -33,8 +33,16 @@ from rl.run.placement import PlacementError
 from rl.run.plot import plot_run
 from rl.run.resume import keep_metrics_through, resume_point
 from rl.run.session import Session
+from rl.storage import RunStorage
 from rl.sync.weights import sync_weights, trainer_turn
-from rl.trainer.checkpoint import checkpoint_step, load_train_state, save_policy, save_train_state
+from rl.trainer.checkpoint import (
+    checkpoint_folder,
+    checkpoint_step,
+    complete_checkpoints,
+    load_train_state,
+    save_policy,
+    save_train_state,
+)
 from rl.trainer.update import UpdateResult
 from rollout.pool import EngineLost
 
@@ -102,31 +110,39 @@ def train(cfg: Config) -> dict:
     """The whole run: the run directory, the session, evaluations, the steps, the final policy, the curves.
     Third-party output goes to <run dir>/logs/ (log.verbose keeps it on the console)."""
     start = time.time()
-    run_dir = make_run_dir(cfg)
-    say(f"run dir: {run_dir}")
+    storage = make_run_dir(cfg)
+    run_dir = storage.local
+    say(f"run dir: {storage.display()}" + (f" (staged in {run_dir})" if storage.remote else ""))
     say(config_summary(cfg))
-    with third_party_to(None if cfg.log.verbose else run_dir / "logs"):
-        summary = run(cfg, run_dir, start)
-    say(f"done: {run_dir}/summary.json")
+    try:
+        with third_party_to(None if cfg.log.verbose else run_dir / "logs"):
+            summary = run(cfg, storage, start)
+    finally:
+        storage.sync(skip=("checkpoints/", "checkpoint/"))  # the logs too, whatever happened
+    say(f"done: {storage.where('summary.json')}")
     return summary
 
 
-def run(cfg: Config, run_dir: Path, start: float) -> dict:
+def run(cfg: Config, storage: RunStorage, start: float) -> dict:
+    run_dir = storage.local
     resume_from = resume_point(run_dir) if cfg.run.resume else None
-    s = Session.start(cfg, weights=str(resume_from) if resume_from else None,
+    # with LoRA a checkpoint holds the adapter, and a remote one is on the driver's node only: the engines start
+    # from the base and are synced before the first step
+    from_base = resume_from is not None and (cfg.model.lora.rank > 0 or storage.remote)
+    s = Session.start(cfg, weights=resume_weights(storage, resume_from, cfg), engines_from_base=from_base,
                       version=checkpoint_step(resume_from) if resume_from else 0)
-    if resume_from is not None and s.cfg.model.lora.rank:  # the engines started from the base: the adapter now
+    if from_base:
         sync_weights(s.sender, s.pool, s.trainer, checkpoint_step(resume_from))
     log = MetricsLog(run_dir, cfg)
     watch(run_dir / "logs" / "rewards.log", cfg.reward.max_error_rate, cfg.reward.max_error_steps)
     try:
-        summary = {"run_dir": str(run_dir), "model": cfg.model.path, **base_accuracy(s, run_dir, resume_from)}
+        summary = {"run_dir": storage.display(), "model": cfg.model.path, **base_accuracy(s, run_dir, resume_from)}
         if resume_from is None and cfg.run.eval_before and cfg.eval.sets:
             log.write({"step": 0, **run_evals(s.pool, s.eval_sets, cfg, 0, run_dir)})
         collector = Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), cfg.data.seed))
-        first = 1 if resume_from is None else resume(s, collector, run_dir, resume_from, summary)
-        gaps = loop(s, collector, Outputs(run_dir, log, SampleLog(run_dir, cfg, s.tokenizer)), first)
-        finish(s, run_dir, gaps, summary)
+        first = 1 if resume_from is None else resume(s, collector, storage, resume_from, summary)
+        gaps = loop(s, collector, Outputs(run_dir, log, SampleLog(run_dir, cfg, s.tokenizer), storage), first)
+        finish(s, storage, gaps, summary)
         summary.update(steps=cfg.trainer.steps, eval_problems=len(s.eval), wall_seconds=round(time.time() - start, 1))
         write_summary(run_dir, summary)
     finally:
@@ -134,6 +150,7 @@ def run(cfg: Config, run_dir: Path, start: float) -> dict:
         s.close()
     if cfg.log.plot:
         plot_run(run_dir)
+    storage.sync()
     return summary
 
 
@@ -161,9 +178,19 @@ def base_accuracy(s: Session, run_dir: Path, resume_from: Path | None) -> dict:
     return {"base_accuracy": acc}
 
 
-def resume(s: Session, collector: Collector, run_dir: Path, resume_from: Path, summary: dict) -> int:
+def resume_weights(storage: RunStorage, resume_from: Path | None, cfg: Config) -> str | None:
+    """What the trainer resumes from: the checkpoint's folder, or for a remote run with trainer ranks (on any node)
+    its URI, which each rank downloads on its own node."""
+    if resume_from is None:
+        return None
+    uri = storage.uri(resume_from.relative_to(storage.local).as_posix())
+    return uri if uri and cfg.trainer.ranks > 1 else str(resume_from)
+
+
+def resume(s: Session, collector: Collector, storage: RunStorage, resume_from: Path, summary: dict) -> int:
     """Restores the trainer and the data cursor; returns the first step to run."""
-    done = load_train_state(resume_from, s.trainer, collector.sampler)
+    run_dir = storage.local
+    done = load_train_state(resume_from, s.trainer, collector.sampler, resume_weights(storage, resume_from, s.cfg))
     keep_metrics_through(run_dir / "metrics.jsonl", done)  # steps logged after the checkpoint are redone
     summary["resumed_from_step"] = done
     say(f"resumed from {resume_from} (step {done})")
@@ -175,6 +202,17 @@ class Outputs:
     run_dir: Path
     metrics: MetricsLog
     samples: SampleLog
+    storage: RunStorage
+
+    def checkpoint(self, s: Session, collector: Collector, step: int) -> str:
+        """A resumable checkpoint of `step`, written locally, then uploaded where the run lives; its location."""
+        rel = checkpoint_folder(self.run_dir, step).relative_to(self.run_dir).as_posix()
+        self.storage.clear(rel)  # a checkpoint of this step written before (an interrupted run's) is incomplete now
+        save_train_state(self.run_dir, step, s.trainer, s.tokenizer, collector.resume_cursor(), s.cfg.run.keep_last,
+                         upload=self.storage.uri(rel))
+        self.storage.push_folder(rel)
+        self.storage.prune([c.relative_to(self.run_dir).as_posix() for c in complete_checkpoints(self.run_dir)])
+        return self.storage.where(rel)
 
 
 def loop(s: Session, collector: Collector, out: Outputs, first: int) -> list[float]:
@@ -186,7 +224,7 @@ def loop(s: Session, collector: Collector, out: Outputs, first: int) -> list[flo
         try:
             metrics = {"step": step, **rl_step(s, collector, step, out.samples)}
         except EngineLost as e:
-            raise checkpoint_lost_run(s, collector, out.run_dir, step, e) from e
+            raise checkpoint_lost_run(s, collector, out, step, e) from e
         metrics["time/wall"] = time.perf_counter() - t_wall
         stop_on_failing_rewards(s, collector, out, metrics)
         if step > 1 and metrics["rollout/staleness"] == 0:  # the forward ran on the weights the engines received
@@ -195,7 +233,8 @@ def loop(s: Session, collector: Collector, out: Outputs, first: int) -> list[flo
             metrics |= run_evals(s.pool, s.eval_sets, cfg, step, out.run_dir)
         out.metrics.write(metrics)
         if cfg.run.save_every and step % cfg.run.save_every == 0:
-            save_train_state(out.run_dir, step, s.trainer, s.tokenizer, collector.resume_cursor(), cfg.run.keep_last)
+            out.checkpoint(s, collector, step)
+        out.storage.sync()
     return gaps
 
 
@@ -207,8 +246,7 @@ def stop_on_failing_rewards(s: Session, collector: Collector, out: Outputs, metr
     except RewardFailure as e:
         out.metrics.write(metrics)
         step = metrics["step"]
-        ckpt = save_train_state(out.run_dir, step, s.trainer, s.tokenizer, collector.resume_cursor(), s.cfg.run.keep_last)
-        raise RewardFailure(f"{e}. Checkpoint of step {step}: {ckpt}") from None
+        raise RewardFailure(f"{e}. Checkpoint of step {step}: {out.checkpoint(s, collector, step)}") from None
 
 
 def evaluates_at(cfg: Config, step: int) -> bool:
@@ -218,15 +256,15 @@ def evaluates_at(cfg: Config, step: int) -> bool:
     return bool(cfg.eval.every and step % cfg.eval.every == 0) or (step == cfg.trainer.steps and cfg.run.eval_after)
 
 
-def checkpoint_lost_run(s: Session, collector: Collector, run_dir: Path, step: int, e: EngineLost) -> EngineLost:
+def checkpoint_lost_run(s: Session, collector: Collector, out: Outputs, step: int, e: EngineLost) -> EngineLost:
     """Every engine is gone: a checkpoint of the last step that trained, and the error that says how to go on."""
     done = step - 1 if collector.step_open else step
-    ckpt = save_train_state(run_dir, done, s.trainer, s.tokenizer, collector.resume_cursor(), s.cfg.run.keep_last)
+    ckpt = out.checkpoint(s, collector, done)
     return EngineLost(f"{e}. Checkpoint of step {done}: {ckpt}; continue with RESUME=1 once the cluster can hold "
                       f"the engines")
 
 
-def finish(s: Session, run_dir: Path, gaps: list[float], summary: dict) -> None:
+def finish(s: Session, storage: RunStorage, gaps: list[float], summary: dict) -> None:
     """The last parity check, the held-out accuracy after training and the final policy."""
     cfg = s.cfg
     if cfg.trainer.steps > 0:
@@ -235,9 +273,12 @@ def finish(s: Session, run_dir: Path, gaps: list[float], summary: dict) -> None:
     if cfg.run.eval_after:
         summary["final_accuracy"] = heldout_accuracy(s.pool, s.eval, cfg)
         say(f"held-out accuracy after training: {summary['final_accuracy']:.3f}")
-    summary["eval"] = eval_table(s.cfg, summary.get("run_dir"))
+    summary["eval"] = eval_table(s.cfg, str(storage.local))
     if cfg.run.save_checkpoint:
-        summary["checkpoint"] = str(save_policy(s.trainer, s.tokenizer, run_dir / "checkpoint"))
+        storage.clear("checkpoint")
+        save_policy(s.trainer, s.tokenizer, storage.local / "checkpoint", upload=storage.uri("checkpoint"))
+        storage.push_folder("checkpoint")
+        summary["checkpoint"] = storage.where("checkpoint")
 
 
 def eval_table(cfg: Config, run_dir: str | None) -> dict:

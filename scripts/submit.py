@@ -26,6 +26,18 @@ def unused_models(root: Path, model_path: str) -> list[str]:
     return [f"models/{d.name}" for d in sorted((root / "models").glob("*")) if d.is_dir() and d.resolve() != used]
 
 
+def where_outputs_go(run_dir: str) -> str:
+    """Why a job may not write its outputs there (empty: it may): a relative run.dir, the default included, would
+    land in Ray's temporary copy of the job's working directory on whichever node the driver runs, and be lost."""
+    from rl.storage import is_uri
+
+    if run_dir and (is_uri(run_dir) or Path(run_dir.removeprefix("file://")).is_absolute()):
+        return ""
+    return (f"run.dir {run_dir or '(empty: runs/<timestamp>)'} is relative: the job would write its outputs into "
+            f"Ray's temporary copy of its working directory, which is not kept. Give RUN_DIR=/shared/mount/run (a "
+            f"folder every node sees) or RUN_DIR='s3://bucket/run' (docs/cluster.md, \"Where a run's outputs go\")")
+
+
 def runtime_env(model_path: str) -> dict:
     # rl.session.init_ray adds the engine's variables; a key set in both places is an error in Ray
     return {"working_dir": str(ROOT), "excludes": EXCLUDES + unused_models(ROOT, model_path),
@@ -51,6 +63,10 @@ def main() -> int:
         cfg = load_config(ROOT / args.config, args.overrides)  # a bad config fails here, not on the cluster
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    refusal = where_outputs_go(cfg.run.dir)
+    if refusal:
+        print(f"make submit: {refusal}", file=sys.stderr)
         return 2
     env = dict(os.environ)
     token = Path(env.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))

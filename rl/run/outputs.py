@@ -4,27 +4,38 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
 from rl.config import Config, to_yaml
 from rl.errors import UserError
 from rl.run.console import say
+from rl.storage import RunStorage
 
 
 class RunDirError(UserError):
     """The run directory holds another run."""
 
 
-def make_run_dir(cfg: Config) -> Path:
-    """Creates the run directory; one that already holds a run's metrics is refused, never appended to."""
-    run_dir = Path(cfg.run.dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    if (run_dir / "metrics.jsonl").exists() and not cfg.run.resume:
-        raise RunDirError(f"run.dir {run_dir} already holds a run (metrics.jsonl); pick another RUN_DIR or remove it")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not cfg.run.resume:  # a resumed run keeps the config it started with
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    return run_dir
+def make_run_dir(cfg: Config) -> RunStorage:
+    """The run's location (rl/storage.py: a local folder, or a URI written through a local staging copy),
+    checked writable and set up before anything starts; one that already holds a run's metrics is refused, never
+    appended to. A resumed run gets its last complete checkpoint and its metrics into the staging copy."""
+    storage = RunStorage(cfg.run.dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    storage.check_writable()
+    if storage.exists("metrics.jsonl") and not cfg.run.resume:
+        raise RunDirError(f"run.dir {storage.display()} already holds a run (metrics.jsonl); pick another RUN_DIR or "
+                          f"remove it")
+    if storage.remote:
+        shutil.rmtree(storage.local, ignore_errors=True)  # a stale staging copy of an earlier start
+    storage.local.mkdir(parents=True, exist_ok=True)
+    if cfg.run.resume:
+        storage.pull_for_resume()  # a resumed run keeps the config it started with
+    else:
+        (storage.local / "config.yaml").write_text(to_yaml(cfg))
+        storage.sync()
+    return storage
 
 
 class MetricsLog:

@@ -143,14 +143,21 @@ def _overview(lines, out: Path) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", help="a run folder, or its URI (s3://...): its metrics are downloaded, the plots uploaded")
     args = p.parse_args(argv)
+    from rl.errors import UserError
+    from rl.storage import RunStorage
+
     try:
-        written = plot_run(args.run_dir)
-    except FileNotFoundError as e:
+        storage = RunStorage(args.run_dir)
+        if storage.remote:
+            storage.pull("metrics.jsonl")
+        written = plot_run(storage.local)
+        storage.sync()
+    except (FileNotFoundError, UserError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print("\n".join(str(p) for p in written))
+    print("\n".join(storage.where(p.relative_to(storage.local).as_posix()) for p in written))
     return 0
 
 

@@ -66,9 +66,12 @@ class Session:
         return self.trainer.policy
 
     @classmethod
-    def start(cls, cfg: Config, trainable: bool = True, weights: str | None = None, version: int = 0) -> Session:
-        """`weights`: a checkpoint folder the policy and the engines start from (resume), `version` its step;
-        the reference model and the tokenizer always come from model.path."""
+    def start(cls, cfg: Config, trainable: bool = True, weights: str | None = None, version: int = 0,
+              engines_from_base: bool = False) -> Session:
+        """`weights`: a checkpoint folder (or its URI, for trainer ranks that download it on their nodes) the policy
+        and the engines start from (resume), `version` its step; `engines_from_base`: the engines start from
+        model.path instead and the run syncs them (LoRA, whose checkpoint holds the adapter, or a checkpoint in
+        object storage); the reference model and the tokenizer always come from model.path."""
         model_path = resolve_model_path(cfg.model.path)
         cfg = resolve_lora_sync(cfg, model_path) if trainable else cfg
         tokenizer = load_tokenizer(model_path)
@@ -84,9 +87,7 @@ class Session:
                  cfg.cluster.colocate)
         pg = reserve(p.bundles, cfg.cluster.strategy, cfg.cluster.timeout_s)
         trainer = start_trainer(cfg, weights or model_path, model_path, pg, p) if trainable else None
-        # with LoRA a checkpoint holds the adapter: the engines start from the base, and the run syncs them
-        spec = engine_spec(cfg, model_path if cfg.model.lora.rank and trainable else weights or model_path, longest,
-                           backend)
+        spec = engine_spec(cfg, model_path if engines_from_base else weights or model_path, longest, backend)
         pool = start_pool(cfg, spec, pg, p, trainer, version)
         sender = make_sender(cfg, trainer, pool, backend) if trainable else None
         return cls(cfg, model_path, tokenizer, train, held_out, eval_sets, pool, trainer, pg, sender)

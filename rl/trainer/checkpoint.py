@@ -33,20 +33,27 @@ def atomic_folder(out: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_policy(trainer, tokenizer, out: Path) -> Path:
-    """The policy as a Hugging Face folder (no optimizer state), written atomically."""
+def save_policy(trainer, tokenizer, out: Path, upload: str | None = None) -> Path:
+    """The policy as a Hugging Face folder (no optimizer state), written atomically. `upload`: the folder's URI in
+    a remote run, where the trainer puts its weights from its own node (the tokenizer stays in `out`)."""
     with atomic_folder(out) as tmp:
-        trainer.save(tmp, with_state=False)
+        trainer.save(tmp, with_state=False, upload=upload)
         tokenizer.save_pretrained(tmp)
     return out
 
 
-def save_train_state(run_dir: Path, step: int, trainer, tokenizer, cursor: dict, keep_last: int) -> Path:
+def checkpoint_folder(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / f"step-{step:06d}"
+
+
+def save_train_state(run_dir: Path, step: int, trainer, tokenizer, cursor: dict, keep_last: int,
+                     upload: str | None = None) -> Path:
     """`trainer` writes the weights, optimizer, LR schedule and its ranks' RNG states; the driver adds the data
-    `cursor` (EpochSampler.state_dict) and its own RNG state, last, so the folder is complete once renamed."""
-    out = run_dir / "checkpoints" / f"step-{step:06d}"
+    `cursor` (EpochSampler.state_dict) and its own RNG state, last, so the folder is complete once renamed.
+    `upload`: as in save_policy (the driver's files are uploaded after, with the COMPLETE marker last)."""
+    out = checkpoint_folder(run_dir, step)
     with atomic_folder(out) as tmp:
-        trainer.save(tmp)
+        trainer.save(tmp, upload=upload)
         tokenizer.save_pretrained(tmp)
         torch.save({"step": step, "sampler": cursor, "torch_rng": torch.get_rng_state(),
                     "python_rng": random.getstate()}, tmp / STATE)
@@ -84,9 +91,10 @@ def checkpoint_step(path: Path) -> int:
     return int(read_state(Path(path) / STATE)["step"])
 
 
-def load_train_state(path: Path, trainer, sampler) -> int:
-    """Restores everything but the weights (loaded from `path` as the policy); returns the checkpoint's step."""
-    trainer.load_state(path)
+def load_train_state(path: Path, trainer, sampler, trainer_from: str | None = None) -> int:
+    """Restores everything but the weights (loaded from `path` as the policy); returns the checkpoint's step.
+    `trainer_from`: where the trainer reads its part, if not `path` (a remote checkpoint's URI)."""
+    trainer.load_state(trainer_from or path)
     state = read_state(path / STATE)
     sampler.load_state_dict(state["sampler"])
     torch.set_rng_state(state["torch_rng"])

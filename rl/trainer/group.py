@@ -116,11 +116,13 @@ class TrainerGroup:
     def sync_gap(self, groups, pad_id: int) -> float:
         return self._all("sync_gap", groups, pad_id)[0] if self.sharded else self._first("sync_gap", groups, pad_id)
 
-    def save(self, folder: Path, with_state: bool = True) -> None:
-        """Every rank writes into `folder`, which must be on storage the ranks' nodes share (as the run dir)."""
-        self._all("save", str(folder), with_state=with_state)
+    def save(self, folder: Path, with_state: bool = True, upload: str | None = None) -> None:
+        """Every rank writes into `folder`, which must then be on storage the ranks' nodes share, or, for a run in
+        object storage, into the folder URI `upload` from its own node."""
+        self._all("save", str(folder), with_state=with_state, upload=upload)
 
-    def load_state(self, folder: Path) -> None:
+    def load_state(self, folder: Path | str) -> None:
+        """`folder`: shared storage, or a URI each rank downloads on its own node."""
         self._all("load_state", str(folder))
 
     def shutdown(self) -> None:

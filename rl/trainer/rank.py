@@ -13,6 +13,7 @@ from rl.batch.types import TrainBatch
 from rl.config import Config
 from rl.errors import ConfigError, UserError
 from rl.families import ROUTER_BIAS, top_k_of
+from rl.storage import fetch, upload_written
 from rl.sync.parity import max_logprob_gap
 from rl.trainer import lora as lora_tools
 from rl.trainer.checkpoint import read_state
@@ -43,6 +44,7 @@ class Trainer:
         self.dtype = compute_dtype(cfg, self.device)  # bf16 under mixed precision, else None
         self.sharded = cfg.trainer.sharding == "fsdp" and world()[1] > 1  # one rank (validated): never sharded
         self.lora = cfg.model.lora.rank > 0
+        policy_path = str(fetch(policy_path))  # a remote run's checkpoint on resume: downloaded on this rank's node
         self.policy = self._load(policy_path, trainable=True, base=reference_path)
         # the KL reference: with LoRA, the policy with its adapters off (no second copy)
         self.reference = self._load(reference_path, trainable=False) if cfg.algo.kl_coef > 0 and not self.lora else None
@@ -144,11 +146,14 @@ class Trainer:
         with self._precision():
             return max_logprob_gap(self.policy, groups, pad_id, scoring_of(self.cfg), micro_batching(self.cfg))
 
-    def save(self, folder: Path, rank: int = 0, with_state: bool = True) -> None:
+    def save(self, folder: Path, rank: int = 0, with_state: bool = True, upload: str | None = None) -> None:
         """Rank 0 writes the policy: a Hugging Face folder, or with LoRA the adapter in peft's format (resumable
         checkpoints) or the merged weights with the adapter in `adapter/` (the final policy). `with_state`, also
         the optimizer and LR schedule (whole: gathered from the shards under FSDP, so every rank must call), and
-        every rank its RNG states."""
+        every rank its RNG states. `upload` (a folder URI of a remote run): written on this rank's node and
+        uploaded there instead, `folder` left alone."""
+        if upload:
+            return upload_written(lambda tmp: self.save(tmp, rank, with_state), upload)
         folder = Path(folder)
         if self.lora:
             lora_tools.save(self.policy, folder, merged=not with_state, write=rank == 0, sharded=self.sharded)
@@ -177,8 +182,8 @@ class Trainer:
                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def load_state(self, folder: Path, rank: int = 0) -> None:
-        """Everything `save` wrote but the weights, which the policy was loaded from."""
-        folder = Path(folder)
+        """Everything `save` wrote but the weights, which the policy was loaded from (a URI: downloaded first)."""
+        folder = fetch(str(folder))
         state = read_state(folder / TRAINER_STATE)
         written = state.get("sharding", "replicate")  # checkpoints from before trainer.sharding existed
         if written != self._sharding():
