@@ -63,6 +63,8 @@ test-unit: $(VENV)/.installed base-model
 test-gpu: $(VENV)/.installed base-model
 	$(BIN)/python -m pytest -q -rs tests/gpu $(ARGS)
 
+# The 40-step learning runs of the README's tables, and the runs make test leaves to a sibling test (a SIGKILL and
+# resume in a local folder, two replicated ranks resumed, a job on a local head, two of the four dataset formats).
 test-slow: $(VENV)/.installed base-model
 	$(BIN)/python -m pytest -m slow -q $(ARGS)
 

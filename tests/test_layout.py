@@ -5,7 +5,8 @@ import ast
 from pathlib import Path
 
 RL = Path(__file__).parent.parent / "rl"
-TOP_LEVEL = {"__init__.py", "train.py", "evaluate.py", "config.py", "errors.py", "registry.py", "families.py"}
+TOP_LEVEL = {"__init__.py", "train.py", "evaluate.py", "config.py", "errors.py", "registry.py", "families.py",
+             "storage.py"}
 STAGES = {"data", "collect", "batch", "objectives", "trainer", "sync", "eval", "run", "tasks"}
 
 

@@ -26,6 +26,7 @@ def ledger(run_dir):
     return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # make test: tests/test_storage.py kills a run and resumes it exactly, from a bucket
 def test_sigkill_then_resume_is_exact(tmp_path):
     full = tmp_path / "full"
     train(load_config("configs/tiny.yaml", COMMON + [f"run.dir={full}"]))
@@ -66,7 +67,8 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
         train(load_config("configs/tiny.yaml", COMMON + [f"run.dir={tmp_path}", "run.resume=true"]))
 
 
-@pytest.mark.parametrize("sharding", ["replicate", "fsdp"])
+# replicate: in make test through tests/test_storage.py (two ranks resumed from a bucket)
+@pytest.mark.parametrize("sharding", [pytest.param("replicate", marks=pytest.mark.slow), "fsdp"])
 def test_resume_with_two_trainer_ranks(tmp_path, sharding):
     """trainer.ranks=2: rank 0 writes the weights, optimizer and schedule (under FSDP gathered whole from the
     shards), every rank its RNG; a resumed run's ranks load them, so step 3's learning rate continues the warm-up

@@ -17,6 +17,7 @@ def make(*args, env=None, timeout=600):
                           env={**os.environ, **MAKE_ENV, **(env or {})})
 
 
+@pytest.mark.slow  # tests/test_storage.py submits a job into a bucket in make test
 def test_submit_runs_a_job_on_a_local_head(tmp_path):
     run_dir = tmp_path / "job"
     up = make("ray-up")
