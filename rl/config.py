@@ -586,6 +586,8 @@ def _build(tp: Any, value: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return _build_dataclass(tp, value, key)
     if origin is Literal:
+        if isinstance(value, bool) and ("off", "on")[value] in typing.get_args(tp):
+            value = ("off", "on")[value]  # YAML 1.1 reads a bare off / on as a bool
         if value not in typing.get_args(tp):
             raise ConfigError(f"{value!r} is not one of {list(typing.get_args(tp))}", key)
         return value

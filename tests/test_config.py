@@ -90,3 +90,11 @@ def test_missing_config_file():
 def test_override_without_equals():
     with pytest.raises(ConfigError, match="key=value"):
         load_config("configs/tiny.yaml", ["rollout.n"])
+
+
+def test_a_bare_off_reads_as_the_choice_not_a_bool():
+    """YAML 1.1 reads `off` as False: a Literal key with an "off" choice takes it as that choice."""
+    cfg = load_config("configs/tiny.yaml", ["trainer.mixed_precision=off", "moe.routing_replay=off"])
+    assert cfg.trainer.mixed_precision == "off" and cfg.moe.routing_replay == "off"
+    with pytest.raises(ConfigError, match="trainer.mixed_precision"):
+        load_config("configs/tiny.yaml", ["trainer.mixed_precision=on"])  # no "on" choice: still an error
