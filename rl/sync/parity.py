@@ -11,15 +11,21 @@ from rollout.types import RolloutGroup
 
 
 @torch.no_grad()
-def max_logprob_gap(model, groups: list[RolloutGroup], pad_id: int, scoring: Scoring,
-                    micro: MicroBatching | None = None) -> float:
-    """max |logp_engine - logp_trainer| over every sampled token of `groups`, scored as the trainer's updates score
-    them (`scoring`: its temperature, packing and head; `micro`: its micro-batches)."""
+def logprob_gaps(model, groups: list[RolloutGroup], pad_id: int, scoring: Scoring,
+                 micro: MicroBatching | None = None) -> dict[str, float]:
+    """mean and max of |logp_engine - logp_trainer| over every sampled token of `groups`, scored as the trainer's
+    updates score them (`scoring`: its temperature, packing and head; `micro`: its micro-batches)."""
     tokens = build_tokens(groups, pad_id)
     was_training = model.training
     model.eval()
     batches = (micro or MicroBatching()).batches(tokens.attention_mask.sum(1).tolist())
     logps = batched_logprobs(model, tokens.input_ids, tokens.attention_mask, scoring, batches, tokens.response_mask)
     model.train(was_training)
-    gap = torch.where(tokens.response_mask, (logps - tokens.sampler_logps).abs(), 0.0)
-    return float(gap.max())
+    gap = (logps.float() - tokens.sampler_logps)[tokens.response_mask].abs()
+    return {"mean": float(gap.mean()), "max": float(gap.max())}
+
+
+def max_logprob_gap(model, groups: list[RolloutGroup], pad_id: int, scoring: Scoring,
+                    micro: MicroBatching | None = None) -> float:
+    """The fp32 sync check's figure: the largest gap on any sampled token (logprob_gaps)."""
+    return logprob_gaps(model, groups, pad_id, scoring, micro)["max"]
