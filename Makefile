@@ -20,7 +20,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-long bench-lora bench-rewards bench-storage bench-sync bench-trainer routing-gap moe-bias ray-up ray-down submit
+.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-long bench-lora bench-rewards bench-storage bench-sync bf16-gap bench-trainer routing-gap moe-bias ray-up ray-down submit
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -90,6 +90,10 @@ bench-long: $(VENV)/.installed base-model .venv-bench/.installed
 # time, on the tiny MoE, the sweep's 57 M MoE and a dense model of its size (docs/lora.md).
 bench-lora: $(VENV)/.installed base-model
 	$(BIN)/python scripts/bench_lora.py $(ARGS)
+
+# The sync check's figures after a correct sync and after a missed one, fp32 and bf16 side by side (docs/objectives.md).
+bf16-gap: $(VENV)/.installed base-model
+	$(BIN)/python scripts/bf16_gap.py $(ARGS)
 
 routing-gap: $(VENV)/.installed base-model
 	$(BIN)/python scripts/routing_gap.py $(ARGS)
