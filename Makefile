@@ -64,7 +64,8 @@ test-gpu: $(VENV)/.installed base-model
 	$(BIN)/python -m pytest -q -rs tests/gpu $(ARGS)
 
 # The 40-step learning runs of the README's tables, and the runs make test leaves to a sibling test (a SIGKILL and
-# resume in a local folder, two replicated ranks resumed, a job on a local head, two of the four dataset formats).
+# resume in a local folder and with LoRA, two replicated ranks resumed, a job on a local head, two of the four dataset
+# formats, the countdown config, a short run's local outputs).
 test-slow: $(VENV)/.installed base-model
 	$(BIN)/python -m pytest -m slow -q $(ARGS)
 

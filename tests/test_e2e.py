@@ -83,6 +83,7 @@ def test_an_engine_that_misses_a_sync_is_caught(tmp_path):
         s.close()
 
 
+@pytest.mark.slow  # make test: tests/test_observability.py (a CLI run's outputs) and tests/test_storage.py
 def test_short_training_run_writes_everything(tmp_path):
     run_dir = tmp_path / "run"
     cfg = load_config("configs/tiny.yaml", SMALL + ["trainer.steps=3", f"run.dir={run_dir}"])

@@ -232,6 +232,7 @@ def test_two_ranks_train_like_one_rank(sharding):
 
 
 @pytest.mark.engines
+@pytest.mark.slow  # make test resumes full fine-tuning exactly (tests/test_storage.py); checkpoints hold the adapter (above)
 def test_resume_is_exact_with_the_adapter(tmp_path):
     """Stopped after a checkpoint and resumed: the data ledger equals an uninterrupted run's, the resumed policy is
     the base with the checkpoint's adapter, and the engines (started from the base) get it before the next step."""
