@@ -20,7 +20,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-long bench-lora bench-rewards bench-storage bench-sync bf16-gap bench-trainer routing-gap moe-bias ray-up ray-down submit
+.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-long bench-lora bench-rewards bench-storage bench-sync bf16-gap precision bench-trainer routing-gap moe-bias ray-up ray-down submit
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -95,6 +95,11 @@ bench-lora: $(VENV)/.installed base-model
 # The sync check's figures after a correct sync and after a missed one, fp32 and bf16 side by side (docs/objectives.md).
 bf16-gap: $(VENV)/.installed base-model
 	$(BIN)/python scripts/bf16_gap.py $(ARGS)
+
+# The learning table in bf16: fp32, bf16, bf16+TIS, bf16+replay, bf16+both on the tiny MoE and the tiny DeepSeek-V3,
+# the extremes with a second seed; runs/precision/ and docs/img/precision.png (docs/objectives.md).
+precision: $(VENV)/.installed base-model
+	$(BIN)/python scripts/precision.py $(ARGS)
 
 routing-gap: $(VENV)/.installed base-model
 	$(BIN)/python scripts/routing_gap.py $(ARGS)

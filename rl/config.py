@@ -354,8 +354,9 @@ class MoeConfig:
     """Keep the routers' weights fixed during RL (their parameters get no gradient)."""
     routing_replay: Literal["off", "vllm", "trainer"] = "off"
     """`vllm` (or `true`): the trainer's forward passes use the experts the engine routed each sampled token to (rollout
-    routing replay; needs rollout.capture_routing). `trainer`: they use the experts the trainer's pre-update
-    forward chose (needs algo.old_logprobs=trainer, which records them; GSPO's routing replay)."""
+    routing replay; needs rollout.capture_routing), the old-logprob forward too under algo.old_logprobs=trainer
+    (R3 with TIS). `trainer`: they use the experts the trainer's pre-update forward chose (needs
+    algo.old_logprobs=trainer, which records them; GSPO's routing replay)."""
     bias_update_rate: float = 0.0
     """DeepSeek-V3's auxiliary-loss-free balancing: after each optimizer step every router's correction bias moves
     by this rate against its experts' load in the step's tokens (b_i += rate * sign(mean load - load_i)); the load
@@ -558,8 +559,6 @@ class Config:
                 "must be in 1..rollout.max_new_tokens")
         require(moe.routing_replay != "vllm" or r.capture_routing, "moe.routing_replay",
                 "=vllm needs rollout.capture_routing=true")
-        require(moe.routing_replay != "vllm" or a.old_logprobs == "sampler", "moe.routing_replay",
-                "=vllm takes the ratio against the engine's logprobs: set algo.old_logprobs=sampler")
         require(moe.routing_replay != "trainer" or a.old_logprobs == "trainer", "moe.routing_replay",
                 "=trainer needs algo.old_logprobs=trainer (that forward records the routing)")
         require((a.mini_batch_size or t.prompts_per_step * r.n) >= t.ranks, "algo.mini_batch_size",

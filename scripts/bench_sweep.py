@@ -58,15 +58,18 @@ def bench_model(base: Path, shape: dict, out: Path) -> Path:
     return out
 
 
-def run_cell(args, runs: Path, model: str, path: Path, length: int, group: int) -> dict:
-    """One cell: `measure` on the cell's work; the grid's coordinates first."""
+def run_cell(args, runs: Path, model: str, path: Path, length: int, group: int, precision: str = "fp32") -> dict:
+    """One cell: `measure` on the cell's work in `precision` (fp32, or bf16: purerl's trainer.mixed_precision=bf16
+    and TRL's bf16=True, both bf16 autocast over fp32 weights); the grid's coordinates first."""
+    mode = "bf16" if precision == "bf16" else "off"
     work = argparse.Namespace(**{**vars(args), "model": str(path), "n": group, "max_new_tokens": length,
-                                 "min_new_tokens": length, "micro_batch": min(args.micro_batch, args.prompts * group)})
-    run_dir = runs / f"{model}-T{length}-G{group}"
+                                 "min_new_tokens": length, "micro_batch": min(args.micro_batch, args.prompts * group),
+                                 "set": args.set + [f"trainer.mixed_precision={mode}"], "bf16": precision == "bf16"})
+    run_dir = runs / f"{model}-T{length}-G{group}-{precision}"
     t, load = time.perf_counter(), os.getloadavg()[0]
     point = measure(work, run_dir, ("transformers",))
     # the load average around the cell: other work on the machine's cores slows every stage of it
-    return {"model": model, "model_path": str(path), "response_tokens": length, "group_size": group,
+    return {"model": model, "model_path": str(path), "precision": precision, "response_tokens": length, "group_size": group,
             "prompts": args.prompts, "steps": args.steps, "micro_batch": work.micro_batch, **point,
             "cell_wall_s": time.perf_counter() - t, "load_avg_1m": [load, os.getloadavg()[0]]}
 
@@ -80,19 +83,19 @@ def plot(cells: list[dict], out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     models = list(dict.fromkeys(c["model"] for c in cells))  # in the grid's order
-    for i, model in enumerate(models):
-        for j, group in enumerate(sorted({c["group_size"] for c in cells})):
-            pts = sorted((c["response_tokens"], c["speedup_vs_trl"]) for c in cells
-                         if c["model"] == model and c["group_size"] == group and c["speedup_vs_trl"])
-            if pts:
-                ax.plot(*zip(*pts), marker="os^v"[j % 4], linestyle=("-", "--", ":", "-.")[j % 4], color=f"C{i}",
-                        label=f"{model}, G={group}")
+    lines = list(dict.fromkeys((c["model"], c["group_size"], c.get("precision", "fp32")) for c in cells))
+    for j, (model, group, precision) in enumerate(lines):
+        pts = sorted((c["response_tokens"], c["speedup_vs_trl"]) for c in cells if c["speedup_vs_trl"]
+                     and (c["model"], c["group_size"], c.get("precision", "fp32")) == (model, group, precision))
+        if pts:
+            ax.plot(*zip(*pts), marker="os^v"[j % 4], linestyle="--" if precision == "bf16" else "-",
+                    color=f"C{models.index(model) * 2 + (precision == 'bf16')}", label=f"{model}, G={group}, {precision}")
     ax.axhline(1.0, color="grey", linewidth=0.8)
     ax.set_xscale("log", base=2)
     lengths = sorted({c["response_tokens"] for c in cells})
     ax.set_xticks(lengths, [str(x) for x in lengths])
     ax.set_xlabel("response tokens (fixed on both sides)")
-    ax.set_ylabel("speedup vs TRL GRPOTrainer (step time)")
+    ax.set_ylabel("speedup vs TRL GRPOTrainer (step time, same precision)")
     ax.set_title("purerl vs TRL (transformers generation)")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -102,12 +105,20 @@ def plot(cells: list[dict], out: Path) -> None:
 
 
 def print_cells(cells: list[dict]) -> None:
-    cols = [("model", "{}"), ("response_tokens", "{}"), ("group_size", "{}"), ("purerl_step_s", "{:.2f}"),
+    cols = [("model", "{}"), ("precision", "{}"), ("response_tokens", "{}"), ("group_size", "{}"), ("purerl_step_s", "{:.2f}"),
             ("trl_step_s", "{:.2f}"), ("speedup_vs_trl", "{:.2f}"), ("rollout_efficiency", "{:.2f}"),
-            ("sync_share", "{:.3f}"), ("train_mfu", "{:.3f}"), ("cell_wall_s", "{:.0f}")]
+            ("sync_share", "{:.3f}"), ("train_mfu", "{:.3f}"), ("matmul_peak_gflops", "{:.1f}"), ("cell_wall_s", "{:.0f}")]
     print("  ".join(k for k, _ in cols))
     for c in cells:
-        print("  ".join("-" if c[k] is None else f.format(c[k]) for k, f in cols))
+        print("  ".join("-" if c.get(k) is None else f.format(c[k]) for k, f in cols))
+    for c in cells:  # bf16 against fp32, cell by cell, where the grid has both
+        if c.get("precision") == "bf16":
+            fp32 = [x for x in cells if x.get("precision") == "fp32" and
+                    (x["model"], x["response_tokens"], x["group_size"]) == (c["model"], c["response_tokens"], c["group_size"])]
+            if fp32:
+                print(f"{c['model']}, {c['response_tokens']} tokens, G={c['group_size']}: purerl bf16 is "
+                      f"{fp32[0]['purerl_step_s'] / c['purerl_step_s']:.2f}x purerl fp32 (step time); TRL bf16 is "
+                      f"{(fp32[0]['trl_step_s'] or 0) / (c['trl_step_s'] or float('inf')):.2f}x TRL fp32")
 
 
 def ints(text: str) -> list[int]:
@@ -124,15 +135,20 @@ def main() -> None:
     p.add_argument("--lengths", type=ints, default=[64, 256, 1024], help="response tokens, e.g. 64,256,1024")
     p.add_argument("--groups", type=ints, default=[8, 16], help="group sizes, e.g. 8,16")
     p.add_argument("--models", default="tiny,large", help=f"a subset of {','.join(SHAPES)}")
+    p.add_argument("--precisions", default="fp32", help="fp32, bf16 or both (fp32,bf16): each cell in each, side by side")
     p.add_argument("--docs-img", default="docs/img/sweep_speedup.png", help="where the PNG is copied; '' for nowhere")
     args = p.parse_args()
     os.chdir(ROOT)
+    from bench_long import cpu_name
     from rl.config import load_config
 
     base = load_config(args.config)
     args.train = base.data.train
     args.set = ["rollout.kv_cache_gib=2"] + args.set  # 64 answers of 1024 tokens of the large model need ~1.1 GiB
     models = args.models.split(",")
+    precisions = args.precisions.split(",")
+    if unknown := set(precisions) - {"fp32", "bf16"}:
+        p.error(f"--precisions: unknown {sorted(unknown)}; valid: fp32, bf16")
     if unknown := set(models) - set(SHAPES):
         p.error(f"--models: unknown {sorted(unknown)}; valid: {sorted(SHAPES)}")
     # built from the config's model (models/tiny-moe-base) into models/bench-moe-tiny, models/bench-moe-large
@@ -144,9 +160,10 @@ def main() -> None:
     for model in models:
         for length in args.lengths:
             for group in args.groups:
-                print(f"bench-sweep: {model}, {length} tokens, G={group}", flush=True)
-                cells.append(run_cell(args, runs, model, paths[model], length, group))
-                (args.out / "sweep.json").write_text(json.dumps({"cells": cells}, indent=2) + "\n")
+                for precision in precisions:
+                    print(f"bench-sweep: {model}, {length} tokens, G={group}, {precision}", flush=True)
+                    cells.append(run_cell(args, runs, model, paths[model], length, group, precision))
+                    (args.out / "sweep.json").write_text(json.dumps({"cpu": cpu_name(), "cells": cells}, indent=2) + "\n")
     png = args.out / "sweep_speedup.png"
     plot(cells, png)
     if args.docs_img:

@@ -3,7 +3,7 @@
 Runs in .venv-bench (TRL layered over .venv). Prints one JSON line: per-step wall times, or the error.
 `python scripts/bench_trl.py --model M --prompts P --n G --max-new-tokens T --steps S --mode transformers|vllm`
 (`--min-new-tokens T` makes every answer T tokens long; `--micro-batch M` accumulates the step's gradient over
-micro-batches of M sequences, as purerl's trainer.micro_batch_size does)
+micro-batches of M sequences, as purerl's trainer.micro_batch_size does; `--bf16` is TRL's bf16=True)
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def grpo_config(args):
         num_generations=args.n, max_completion_length=args.max_new_tokens, max_steps=args.steps,
         learning_rate=args.lr, beta=args.beta, temperature=1.0, top_p=1.0, loss_type="grpo", epsilon=0.2,
         num_iterations=1, gradient_accumulation_steps=batch // micro, max_grad_norm=1.0, logging_steps=1, report_to=[],
-        save_strategy="no", use_cpu=True, bf16=False, seed=0, shuffle_dataset=False, dataloader_num_workers=0,
+        save_strategy="no", use_cpu=True, bf16=args.bf16, seed=0, shuffle_dataset=False, dataloader_num_workers=0,
         **extra,
     )
 
@@ -111,6 +111,7 @@ def main() -> None:
         p.add_argument(name, type=tp, required=True)
     p.add_argument("--min-new-tokens", type=int, default=0)
     p.add_argument("--micro-batch", type=int, default=0, help="0: the whole batch")
+    p.add_argument("--bf16", action="store_true", help="TRL's bf16=True (bf16 autocast over fp32 weights)")
     args = p.parse_args()
     try:
         out = run(args)

@@ -101,6 +101,38 @@ def test_routing_replay_of_own_routing_is_exact_and_forced_routing_changes_outpu
     assert model.model.layers[0].mlp.gate.weight.grad.abs().sum() > 0
 
 
+def test_old_logprobs_through_the_engines_routing_match_the_updates_replay():
+    """R3 with TIS (moe.routing_replay=vllm, algo.old_logprobs=trainer): the old forward takes the engine's experts
+    (here forced ones), returns them, and scores what a replayed forward of the update scores."""
+    from rl.trainer.forward import token_logprobs
+    from rl.trainer.moe import RoutingHooks, logprobs_and_routing
+
+    model = tiny_moe()
+    ids = torch.randint(0, 32, (3, 7))
+    attn = torch.ones_like(ids)
+    attn[1, 4:] = 0
+    engine = torch.zeros(3, 7, 2, 2, dtype=torch.long)
+    engine[..., 1] = 2  # every token to experts {0, 2}
+    batches = MicroBatching(2).batches(attn.sum(1).tolist())
+    own, _ = logprobs_and_routing(model, ids, attn, Scoring(), batches)
+    old, routing = logprobs_and_routing(model, ids, attn, Scoring(), batches, replay=engine)
+    keep = attn[:, 1:].bool()
+    assert torch.equal(routing[attn.bool()], engine[attn.bool()])
+    with RoutingHooks(model, (3, 7), engine, attn):
+        update = token_logprobs(model, ids, attn).logps
+    assert torch.allclose(old[keep], update[keep], atol=1e-5)
+    assert (old[keep] - own[keep]).abs().max() > 1e-4  # the engine's experts, not the trainer's own
+
+
+def test_routing_replay_vllm_goes_with_either_old_logprobs():
+    from rl.config import load_config
+
+    for old in ("sampler", "trainer"):
+        cfg = load_config("configs/tiny.yaml", ["moe.routing_replay=vllm", f"algo.old_logprobs={old}", "algo.tis_cap=2"]
+                          if old == "trainer" else ["moe.routing_replay=vllm"])
+        assert (cfg.moe.routing_replay, cfg.algo.old_logprobs) == ("vllm", old)
+
+
 def test_routing_replay_config_needs_trainer_old_logprobs():
     from rl.config import ConfigError, load_config
 

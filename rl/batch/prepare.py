@@ -23,21 +23,22 @@ class TrainerForwards:
 
     ref_logps: torch.Tensor | None = None  # (B, L-1) the frozen reference (algo.kl_coef > 0)
     old_logps: torch.Tensor | None = None  # (B, L-1) the policy before the update (algo.old_logprobs=trainer)
-    old_routing: torch.Tensor | None = None  # (B, L, layers, k) its routing (moe.routing_replay=trainer)
+    old_routing: torch.Tensor | None = None  # (B, L, layers, k) its routing (moe.routing_replay=trainer or vllm)
     reference_s: float = 0.0  # seconds of the reference forward
 
 
 def trainer_forwards(trainer, tokens: TokenBatch, cfg: Config) -> TrainerForwards:
-    """The reference's logprobs when the KL term needs them, and the policy's own (with its routing under
-    trainer routing replay) when the ratio's denominator is the trainer's."""
+    """The reference's logprobs when the KL term needs them, and the policy's own when the ratio's denominator is
+    the trainer's: with its routing under trainer routing replay, through the engine's under vllm routing replay."""
     ref, old, routing, ref_s = None, None, None, 0.0
     if cfg.algo.kl_coef > 0:
         t = time.perf_counter()
         ref, _ = trainer.logprobs(tokens.input_ids, tokens.attention_mask, "reference", score_mask=tokens.response_mask)
         ref_s = time.perf_counter() - t
     if cfg.algo.old_logprobs == "trainer":
-        replay = cfg.moe.routing_replay == "trainer"
-        old, routing = trainer.logprobs(tokens.input_ids, tokens.attention_mask, "policy", replay, tokens.response_mask)
+        engine = replayed_experts(tokens, TrainerForwards(), cfg) if cfg.moe.routing_replay == "vllm" else None
+        old, routing = trainer.logprobs(tokens.input_ids, tokens.attention_mask, "policy",
+                                        cfg.moe.routing_replay != "off", tokens.response_mask, engine)
     return TrainerForwards(ref, old, routing, ref_s)
 
 

@@ -76,16 +76,18 @@ class TrainerGroup:
         return self._weight_bytes
 
     def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: str = "policy",
-                 with_routing: bool = False, score_mask: torch.Tensor | None = None,
+                 with_routing: bool = False, score_mask: torch.Tensor | None = None, replay: torch.Tensor | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Each rank scores its rows (balanced by tokens, rl.trainer.micro); the results are put back in row order.
-        Under FSDP (policy and reference are both sharded) every rank runs as many micro-batches as the busiest."""
+        Under FSDP (policy and reference are both sharded) every rank runs as many micro-batches as the busiest.
+        `replay` (B, L, layers, k): the routing the policy's routers take (with_routing), the engine's."""
         plan = plan_ranks(attention_mask.sum(1).tolist(), len(self.ranks), micro_batching(self.cfg))
         parts = [torch.tensor(rows, dtype=torch.long) for rows in plan.rows()]
         passes = plan.passes if self.sharded else 0
         calls = [(r, rows) for r, rows in zip(self.ranks, parts) if len(rows) or self.sharded]
         got = ray.get([r.call.remote("logprobs", input_ids[rows], attention_mask[rows], model, with_routing,
-                                     None if score_mask is None else score_mask[rows], passes) for r, rows in calls])
+                                     None if score_mask is None else score_mask[rows], passes,
+                                     None if replay is None else replay[rows]) for r, rows in calls])
         logps = torch.zeros(input_ids.shape[0], input_ids.shape[1] - 1)
         routing = None
         for (_, rows), (lp, rt) in zip(calls, got):

@@ -166,9 +166,11 @@ class RoutingHooks:
 
 @torch.no_grad()
 def logprobs_and_routing(model, input_ids: Tensor, attention_mask: Tensor, scoring, micro_batches: list[list[int]],
-                         score_mask: Tensor | None = None, passes: int = 0) -> tuple[Tensor, Tensor]:
+                         score_mask: Tensor | None = None, passes: int = 0, replay: Tensor | None = None,
+                         ) -> tuple[Tensor, Tensor]:
     """The trainer's logprobs (B, L-1) and its routing (B, L, layers, k) over `micro_batches` (row indices),
-    scored as `scoring` (rl.trainer.forward.Scoring) says but padded: routing is recorded on the padded layout."""
+    scored as `scoring` (rl.trainer.forward.Scoring) says but padded: routing is recorded on the padded layout.
+    With `replay` (B, L, layers, k), the engine's routing, every router takes those experts and they come back."""
     import dataclasses
 
     from rl.trainer.forward import run_micro_batches, token_logprobs
@@ -179,10 +181,11 @@ def logprobs_and_routing(model, input_ids: Tensor, attention_mask: Tensor, scori
     logps, experts = torch.zeros(B, L - 1), []
 
     def forward(rows, ids, mask, score):
-        with RoutingHooks(model, tuple(ids.shape)) as rec:
+        chosen = None if replay is None else replay[rows, : ids.shape[1]]
+        with RoutingHooks(model, tuple(ids.shape), chosen) as rec:
             f = token_logprobs(model, ids, mask, scoring, score_mask=score)
         logps[rows, : ids.shape[1] - 1] = f.logps.float().cpu()
-        experts.append((rows, rec.experts().cpu()))
+        experts.append((rows, rec.experts().cpu() if chosen is None else chosen))
 
     run_micro_batches(model, micro_batches, input_ids, attention_mask, score_mask, passes, forward)
     layers, k = experts[0][1].shape[2:] if experts else (0, 0)

@@ -85,15 +85,16 @@ class Trainer:
 
     def logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, model: str = "policy",
                  with_routing: bool = False, score_mask: torch.Tensor | None = None,
-                 passes: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 passes: int = 0, replay: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B, L-1) logprobs of `model` ("policy" or "reference") without gradients at the targets of `score_mask`
-        (default: all), and with `with_routing` the policy's routing (B, L, layers, k). `passes`: run at least
-        this many forwards (FSDP: as many as the busiest rank)."""
+        (default: all), and with `with_routing` the policy's routing (B, L, layers, k): its own, or `replay`'s
+        (the engine's, which its routers then take). `passes`: run at least this many forwards (FSDP: as many as
+        the busiest rank)."""
         batches = micro_batching(self.cfg).batches(attention_mask.sum(1).tolist())
         args = (input_ids, attention_mask, scoring_of(self.cfg), batches, score_mask, passes)
         with self._precision(), self.memory:
             if with_routing:  # recorded on the padded layout
-                return logprobs_and_routing(self.policy, *args)
+                return logprobs_and_routing(self.policy, *args, replay=replay)
             if model == "reference" and self.lora:
                 with lora_tools.reference(self.policy):
                     return batched_logprobs(self.policy, *args), None
