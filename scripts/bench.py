@@ -31,7 +31,7 @@ def matmul_peak_flops(dtype=torch.float32, n: int = 2048, repeats: int = 5) -> f
     best = float("inf")
     for op in (torch.mm, torch.nn.functional.linear):
         op(a, b)
-        best = min(best, *(_timed(lambda: op(a, b)) for _ in range(repeats)))
+        best = min(best, *(_timed(lambda op=op: op(a, b)) for _ in range(repeats)))
     return 2 * n**3 / best
 
 

@@ -140,6 +140,7 @@ def main() -> None:
     args = p.parse_args()
     os.chdir(ROOT)
     from bench_long import cpu_name
+
     from rl.config import load_config
 
     base = load_config(args.config)
