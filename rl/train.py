@@ -32,8 +32,9 @@ from rl.run.outputs import MetricsLog, SampleLog, make_run_dir, say_eval_table, 
 from rl.run.placement import PlacementError
 from rl.run.plot import plot_run
 from rl.run.resume import keep_metrics_through, resume_point
-from rl.run.session import Session
+from rl.run.session import Session, engine_dtype
 from rl.storage import RunStorage
+from rl.sync.parity import BF16_MEAN_GAP, FP32_MEAN_GAP, in_parity
 from rl.sync.weights import sync_weights, trainer_turn
 from rl.trainer.checkpoint import (
     checkpoint_folder,
@@ -99,11 +100,19 @@ def response_metrics(tokens: TokenBatch, generate_s: float) -> dict:
             "rollout/tokens_per_s": n_tokens / max(generate_s, 1e-9)}
 
 
-def final_parity(s: Session) -> float:
-    """After the last sync: sample a few groups and compare the engine's logprobs with the trainer's."""
+def final_parity(s: Session) -> dict:
+    """After the last sync: sample a few groups and compare the engine's logprobs with the trainer's; the check
+    reads the mean gap, with the threshold of the engines' precision (rl.sync.parity.in_parity)."""
     prompts = s.eval.head(4)
     groups = s.pool.generate(prompts.ids, prompts.indices(), sampling(s.cfg.rollout, s.cfg.rollout.n))
-    return s.trainer.sync_gap(groups, s.tokenizer.pad_token_id)
+    gaps = s.trainer.sync_gap(groups, s.tokenizer.pad_token_id)
+    bf16 = engine_dtype(s.cfg) != "float32"
+    ok = in_parity(gaps, bf16)
+    if not ok:
+        say(f"the sync check after the last step failed: the engines' logprobs differ from the trainer's by "
+            f"{gaps['mean']:.2e} on average, {gaps['max']:.2e} at most (limit: "
+            f"mean < {BF16_MEAN_GAP if bf16 else FP32_MEAN_GAP:g})")
+    return {**gaps, "precision": "bf16" if bf16 else "fp32", "in_parity": ok}
 
 
 def train(cfg: Config) -> dict:
@@ -268,7 +277,8 @@ def finish(s: Session, storage: RunStorage, gaps: list[float], summary: dict) ->
     """The last parity check, the held-out accuracy after training and the final policy."""
     cfg = s.cfg
     if cfg.trainer.steps > 0:
-        gaps.append(final_parity(s))
+        summary["sync_final"] = final_parity(s)
+        gaps.append(summary["sync_final"]["max"])
     summary["sync_max_abs_logprob_diff"] = max(gaps) if gaps else None
     if cfg.run.eval_after:
         summary["final_accuracy"] = heldout_accuracy(s.pool, s.eval, cfg)

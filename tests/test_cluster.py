@@ -43,7 +43,7 @@ def test_three_nodes_two_engines_two_ranks(tmp_path, monkeypatch):
         assert remote, "no engine on a remote node"
         groups = ray.get(s.pool.workers[remote[0]].generate.remote(s.eval.head(4).ids, [0, 1, 2, 3],
                                                                    sampling(cfg.rollout, 4)))
-        assert s.trainer.sync_gap(groups, s.tokenizer.pad_token_id) < 1e-3
+        assert s.trainer.sync_gap(groups, s.tokenizer.pad_token_id)["max"] < 1e-3
     finally:
         s.close()
         cluster.shutdown()

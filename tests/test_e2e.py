@@ -168,10 +168,12 @@ def test_every_objective_knob_at_once_trains_and_stays_in_sync(tmp_path):
     assert not torch.equal(base["lm_head.weight"], final["lm_head.weight"])
 
 
-def test_rollout_routing_replay_trains_on_the_engines_experts(tmp_path):
-    """moe.routing_replay=vllm: the update's forward uses the experts vLLM routed each token to."""
+@pytest.mark.parametrize("old", [[], ["algo.old_logprobs=trainer", "algo.tis_cap=2.0"]], ids=["sampler", "trainer-tis"])
+def test_rollout_routing_replay_trains_on_the_engines_experts(tmp_path, old):
+    """moe.routing_replay=vllm: the update's forward uses the experts vLLM routed each token to; with the trainer's
+    old logprobs (R3 with TIS) their forward does too."""
     run_dir = tmp_path / "run"
-    cfg = load_config("configs/tiny.yaml", SMALL + ["moe.routing_replay=vllm", "trainer.steps=2", "trainer.lr=1e-3",
+    cfg = load_config("configs/tiny.yaml", SMALL + old + ["moe.routing_replay=vllm", "trainer.steps=2", "trainer.lr=1e-3",
                                                   "run.eval_before=false", "run.eval_after=false", f"run.dir={run_dir}"])
     summary = train(cfg)
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]

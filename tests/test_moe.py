@@ -82,7 +82,7 @@ def test_routing_replay_of_own_routing_is_exact_and_forced_routing_changes_outpu
     ids = torch.randint(0, 32, (3, 7))
     attn = torch.ones_like(ids)
     attn[2, 5:] = 0
-    logps, experts = logprobs_and_routing(model, ids, attn, Scoring(), MicroBatching(2).batches(attn.sum(1).tolist()))
+    logps, experts = logprobs_and_routing(model, (ids, attn), Scoring(), MicroBatching(2).batches(attn.sum(1).tolist()))
     assert experts.shape == (3, 7, 2, 2) and int(experts.max()) < 4
     with RoutingHooks(model, (3, 7), experts, attn) as replay:
         again = token_logprobs(model, ids, attn).logps
@@ -114,8 +114,8 @@ def test_old_logprobs_through_the_engines_routing_match_the_updates_replay():
     engine = torch.zeros(3, 7, 2, 2, dtype=torch.long)
     engine[..., 1] = 2  # every token to experts {0, 2}
     batches = MicroBatching(2).batches(attn.sum(1).tolist())
-    own, _ = logprobs_and_routing(model, ids, attn, Scoring(), batches)
-    old, routing = logprobs_and_routing(model, ids, attn, Scoring(), batches, replay=engine)
+    own, _ = logprobs_and_routing(model, (ids, attn), Scoring(), batches)
+    old, routing = logprobs_and_routing(model, (ids, attn), Scoring(), batches, replay=engine)
     keep = attn[:, 1:].bool()
     assert torch.equal(routing[attn.bool()], engine[attn.bool()])
     with RoutingHooks(model, (3, 7), engine, attn):

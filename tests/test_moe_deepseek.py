@@ -77,7 +77,7 @@ def test_replay_of_own_routing_is_exact_with_sigmoid_gates():
     ids = torch.randint(0, 32, (3, 7))
     attn = torch.ones_like(ids)
     attn[2, 5:] = 0
-    logps, experts = logprobs_and_routing(model, ids, attn, Scoring(), MicroBatching(2).batches(attn.sum(1).tolist()))
+    logps, experts = logprobs_and_routing(model, (ids, attn), Scoring(), MicroBatching(2).batches(attn.sum(1).tolist()))
     assert experts.shape == (3, 7, 2, 3)  # the dense first layer has no router
     from rl.trainer.forward import token_logprobs
 
@@ -94,7 +94,7 @@ def test_router_counts_use_the_biased_grouped_choice():
     model = tiny_dsv3()
     ids = torch.randint(0, 32, (2, 6))
     attn = torch.ones_like(ids)
-    _, experts = logprobs_and_routing(model, ids, attn, Scoring(), MicroBatching(2).batches(attn.sum(1).tolist()))
+    _, experts = logprobs_and_routing(model, (ids, attn), Scoring(), MicroBatching(2).batches(attn.sum(1).tolist()))
     out = model(input_ids=ids, attention_mask=attn, output_router_logits=True)
     counts, _ = router_counts(out.router_logits, attn, routing_of(model.config), router_biases(model))
     assert torch.equal(counts, expert_counts(experts, attn, 8))  # what the routers chose, token for token

@@ -38,7 +38,7 @@ def trainer_forwards(trainer, tokens: TokenBatch, cfg: Config) -> TrainerForward
     if cfg.algo.old_logprobs == "trainer":
         engine = replayed_experts(tokens, TrainerForwards(), cfg) if cfg.moe.routing_replay == "vllm" else None
         old, routing = trainer.logprobs(tokens.input_ids, tokens.attention_mask, "policy",
-                                        cfg.moe.routing_replay != "off", tokens.response_mask, engine)
+                                        cfg.moe.routing_replay != "off", tokens.response_mask, replay=engine)
     return TrainerForwards(ref, old, routing, ref_s)
 
 

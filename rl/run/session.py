@@ -233,14 +233,19 @@ def weight_transfer_backend(cfg: Config) -> str:
     return backend
 
 
+def engine_dtype(cfg: Config) -> str:
+    """The engines' dtype: bf16 under the trainer's bf16 mixed precision (`bf16`, or `auto` on GPUs), else the
+    model's."""
+    mode = cfg.trainer.mixed_precision
+    return "bfloat16" if mode == "bf16" or (mode == "auto" and cfg.rollout.engine_gpus > 0) else cfg.model.dtype
+
+
 def engine_spec(cfg: Config, weights: str, longest_prompt: int, backend: str) -> EngineSpec:
     """How each engine starts: in bf16 under the trainer's bf16 mixed precision (`bf16`, or `auto` on GPUs), so
     that the engines sample what a bf16 trainer computes; on GPUs, vLLM's sleep mode when colocated with the
     trainer, its own routed-experts capture, FP8 when asked."""
     r, gpu = cfg.rollout, cfg.rollout.engine_gpus > 0
-    mode = cfg.trainer.mixed_precision
-    dtype = "bfloat16" if mode == "bf16" or (mode == "auto" and gpu) else cfg.model.dtype
-    return EngineSpec(weights, dtype=dtype, seed=r.seed, enforce_eager=r.enforce_eager, kv_cache_gib=r.kv_cache_gib,
+    return EngineSpec(weights, dtype=engine_dtype(cfg), seed=r.seed, enforce_eager=r.enforce_eager, kv_cache_gib=r.kv_cache_gib,
                       gpu_memory_utilization=r.gpu_memory_utilization, max_model_len=longest_prompt + r.max_new_tokens,
                       threads=r.engine_threads, weight_transfer=backend, tensor_parallel_size=r.tensor_parallel_size,
                       quantization="fp8" if r.quantization == "fp8" else None, sleep_mode=gpu and cfg.cluster.colocate,

@@ -9,16 +9,18 @@ from rl.trainer.forward import Scoring, batched_logprobs
 from rl.trainer.micro import MicroBatching
 from rollout.types import RolloutGroup
 
-# The sync check's thresholds, set from measurement (make bf16-gap, docs/objectives.md "bf16"): in fp32 the largest
-# gap of a correct sync is ~1e-5 and one missed update's ~0.2; in bf16 a correct sync's mean gap is up to 6e-3 (its
-# max up to 0.24, so the max cannot be the check) and one missed update at lr 1e-3 gives a mean of 6e-2 or more.
-FP32_MAX_GAP = 1e-3
+# The sync check's thresholds on the mean gap, set from measurement (make bf16-gap, docs/objectives.md "bf16"): in
+# fp32 a correct sync's mean gap is ~1e-6 and one missed update's ~6e-3; in bf16 a correct sync's is up to 6e-3 and
+# one missed update at lr 1e-3 gives 6e-2 or more. The max is no check: one token whose router sits on a near-tie
+# reaches 2.4e-2 in a correct fp32 sync (the larger bench model at 1024 tokens) and 0.24 in bf16.
+FP32_MEAN_GAP = 1e-4
 BF16_MEAN_GAP = 2e-2
 
 
 def in_parity(gaps: dict[str, float], bf16: bool) -> bool:
-    """Whether logprob_gaps' figures are those of a correct sync: the max under fp32, the mean under bf16."""
-    return gaps["mean"] < BF16_MEAN_GAP if bf16 else gaps["max"] < FP32_MAX_GAP
+    """Whether logprob_gaps' figures are those of a correct sync: the mean gap under the threshold of the engines'
+    precision."""
+    return gaps["mean"] < (BF16_MEAN_GAP if bf16 else FP32_MEAN_GAP)
 
 
 @torch.no_grad()

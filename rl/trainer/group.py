@@ -115,7 +115,7 @@ class TrainerGroup:
     def adapter_config(self) -> dict:
         return self._first("adapter_config")
 
-    def sync_gap(self, groups, pad_id: int) -> float:
+    def sync_gap(self, groups, pad_id: int) -> dict[str, float]:
         return self._all("sync_gap", groups, pad_id)[0] if self.sharded else self._first("sync_gap", groups, pad_id)
 
     def save(self, folder: Path, with_state: bool = True, upload: str | None = None) -> None:

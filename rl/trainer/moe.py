@@ -165,18 +165,19 @@ class RoutingHooks:
 
 
 @torch.no_grad()
-def logprobs_and_routing(model, input_ids: Tensor, attention_mask: Tensor, scoring, micro_batches: list[list[int]],
+def logprobs_and_routing(model, tokens: tuple[Tensor, Tensor], scoring, micro_batches: list[list[int]],
                          score_mask: Tensor | None = None, passes: int = 0, replay: Tensor | None = None,
                          ) -> tuple[Tensor, Tensor]:
-    """The trainer's logprobs (B, L-1) and its routing (B, L, layers, k) over `micro_batches` (row indices),
-    scored as `scoring` (rl.trainer.forward.Scoring) says but padded: routing is recorded on the padded layout.
+    """The trainer's logprobs (B, L-1) and its routing (B, L, layers, k) on `tokens` (input ids, attention mask)
+    over `micro_batches` (row indices), scored as `scoring` (rl.trainer.forward.Scoring) says but padded: routing is
+    recorded on the padded layout.
     With `replay` (B, L, layers, k), the engine's routing, every router takes those experts and they come back."""
     import dataclasses
 
     from rl.trainer.forward import run_micro_batches, token_logprobs
 
     scoring = dataclasses.replace(scoring, pack=False)
-
+    input_ids, attention_mask = tokens
     B, L = input_ids.shape
     logps, experts = torch.zeros(B, L - 1), []
 

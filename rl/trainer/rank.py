@@ -14,7 +14,7 @@ from rl.config import Config
 from rl.errors import ConfigError, UserError
 from rl.families import ROUTER_BIAS, top_k_of
 from rl.storage import fetch, upload_written
-from rl.sync.parity import max_logprob_gap
+from rl.sync.parity import logprob_gaps
 from rl.trainer import lora as lora_tools
 from rl.trainer.checkpoint import read_state
 from rl.trainer.device import autocast, compute_dtype, trainer_device
@@ -94,7 +94,7 @@ class Trainer:
         args = (input_ids, attention_mask, scoring_of(self.cfg), batches, score_mask, passes)
         with self._precision(), self.memory:
             if with_routing:  # recorded on the padded layout
-                return logprobs_and_routing(self.policy, *args, replay=replay)
+                return logprobs_and_routing(self.policy, args[:2], *args[2:], replay=replay)
             if model == "reference" and self.lora:
                 with lora_tools.reference(self.policy):
                     return batched_logprobs(self.policy, *args), None
@@ -143,9 +143,10 @@ class Trainer:
         """`weights` packed into one buffer per dtype: what a trainer rank puts in the object store."""
         return pack_tensors(self.weights())
 
-    def sync_gap(self, groups: list[RolloutGroup], pad_id: int) -> float:
+    def sync_gap(self, groups: list[RolloutGroup], pad_id: int) -> dict[str, float]:
+        """The sync check's figures (rl.sync.parity.logprob_gaps: mean and max) on `groups`."""
         with self._precision():
-            return max_logprob_gap(self.policy, groups, pad_id, scoring_of(self.cfg), micro_batching(self.cfg))
+            return logprob_gaps(self.policy, groups, pad_id, scoring_of(self.cfg), micro_batching(self.cfg))
 
     def save(self, folder: Path, rank: int = 0, with_state: bool = True, upload: str | None = None) -> None:
         """Rank 0 writes the policy: a Hugging Face folder, or with LoRA the adapter in peft's format (resumable
