@@ -8,6 +8,7 @@ ARGS ?=
 BASE_MODEL ?= models/tiny-moe-base
 RUN_DIR ?=
 RESUME ?=
+SUPERVISE ?=
 CKPT ?=
 RUN ?=
 RAY_PORT ?= 6379
@@ -36,7 +37,7 @@ base-model: $(VENV)/.installed
 
 train: $(VENV)/.installed
 	$(BIN)/python -m rl.tasks.build --config $(CONFIG) $(ARGS)
-	$(BIN)/python -m rl.train --config $(CONFIG) $(if $(RUN_DIR),'run.dir=$(RUN_DIR)') $(if $(RESUME),run.resume=true) $(ARGS)
+	$(BIN)/python -m rl.train --config $(CONFIG) $(if $(RUN_DIR),'run.dir=$(RUN_DIR)') $(if $(RESUME),run.resume=true) $(if $(SUPERVISE),run.supervise=true) $(ARGS)
 
 eval: $(VENV)/.installed
 	$(BIN)/python -m rl.tasks.build --config $(CONFIG) $(ARGS)

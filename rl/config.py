@@ -420,6 +420,10 @@ class TrainerConfig:
     under fsdp, autocast otherwise), and the engines in bf16. `auto`: bf16 on cuda, off on cpu."""
     activation_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward instead of keeping them."""
+    call_timeout_s: float = 1800.0
+    """trainer.ranks > 1: how long the driver waits on any rank's call (a forward, an update, a save) before it
+    takes the rank for hung and rebuilds the group (run.max_restarts); the ranks' collectives time out 60 s
+    later, so the driver acts first."""
 
     def __post_init__(self):
         require(self.steps >= 0, "steps", "must be >= 0")
@@ -432,6 +436,7 @@ class TrainerConfig:
         require(self.ranks >= 1, "ranks", "must be >= 1")
         require(self.rank_cpus > 0, "rank_cpus", "must be > 0")
         require(self.rank_gpus >= 0, "rank_gpus", "must be >= 0")
+        require(self.call_timeout_s > 0, "call_timeout_s", "must be > 0")
         require(self.sharding == "replicate" or self.ranks > 1, "sharding",
                 "=fsdp needs trainer.ranks > 1 (one rank trains the whole policy in the driver)")
 
@@ -476,9 +481,18 @@ class RunConfig:
     """How many resumable checkpoints to keep in <dir>/checkpoints."""
     resume: bool = False
     """Continue the run in `dir` from its last complete checkpoint (make train RUN_DIR=... RESUME=1)."""
+    supervise: bool = False
+    """Run the driver under a supervisor that resumes the run after an abnormal exit, with no person acting
+    (rl/run/supervise.py; make train SUPERVISE=1, and make submit's default). Needs save_every."""
+    max_restarts: int = 3
+    """How many times the supervisor restarts a dead driver, and the driver a lost trainer group (trainer.ranks
+    > 1, rl/run/heal.py), before either gives up; 0: never."""
 
     def __post_init__(self):
         require(self.save_every >= 0, "save_every", "must be >= 0")
+        require(self.max_restarts >= 0, "max_restarts", "must be >= 0")
+        require(not self.supervise or self.save_every > 0, "supervise",
+                "needs run.save_every > 0: a restart resumes the run from its last checkpoint")
         require(self.keep_last >= 1, "keep_last", "must be >= 1")
         require(not self.resume or bool(self.dir), "resume", "needs run.dir (RUN_DIR=...) naming the run to continue")
 

@@ -10,13 +10,14 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from rl.batch.build import build_tokens
 from rl.batch.prepare import prepare_batch, trainer_forwards
 from rl.batch.types import TokenBatch, TrainBatch
 from rl.collect import failures
-from rl.collect.collector import Collector
+from rl.collect.collector import Collected, Collector
 from rl.collect.failures import RewardFailure, watch
 from rl.collect.generate import sampling
 from rl.collect.scoring import reward_metrics
@@ -28,11 +29,13 @@ from rl.evaluate import heldout_accuracy
 from rl.objectives.mismatch import mismatch_metrics
 from rl.run.console import say, third_party_to
 from rl.run.dry_run import dry_run
+from rl.run.heal import TrainerHealer
 from rl.run.outputs import MetricsLog, SampleLog, make_run_dir, say_eval_table, write_summary
 from rl.run.placement import PlacementError
 from rl.run.plot import plot_run
 from rl.run.resume import keep_metrics_through, resume_point
 from rl.run.session import Session, engine_dtype
+from rl.run.supervise import supervise
 from rl.storage import RunStorage
 from rl.sync.parity import BF16_MEAN_GAP, FP32_MEAN_GAP, in_parity
 from rl.sync.weights import sync_weights, trainer_turn
@@ -48,24 +51,18 @@ from rl.trainer.update import UpdateResult
 from rollout.pool import EngineLost
 
 
-def rl_step(s: Session, collector: Collector, step: int, samples: SampleLog | None = None) -> dict:
+def rl_step(s: Session, collector: Collector, step: int, samples: SampleLog | None = None,
+            healer: TrainerHealer | None = None) -> dict:
     """Step `step`, top to bottom: collect the groups, prepare the batch, update the policy, sync the engines
-    (their weights become version `step`)."""
+    (their weights become version `step`). `healer`: a trainer rank lost in the update or the sync costs a
+    rebuilt group and the same work again (rl.run.heal)."""
     cfg = s.cfg
     collected = collector.collect(step)
     if samples is not None:
         samples.write(step, collected.groups, collected.scored)
-    t = time.perf_counter()
-    with trainer_turn(s.pool, cfg.cluster.colocate):  # colocated engines sleep while the trainer works
-        tokens = build_tokens(collected.groups, s.tokenizer.pad_token_id)
-        forwards = trainer_forwards(s.trainer, tokens, cfg)
-        batch, shaping = prepare_batch(collected.scored, tokens, forwards, cfg)
-        result = s.trainer.update(batch)
-    gap = pre_update_gap(batch, result, cfg)
-    train_s = time.perf_counter() - t
-    collector.commit()
-    collector.settle()  # rollout.async: the engines finish the next round before they load new weights
-    sync = sync_weights(s.sender, s.pool, s.trainer, step, cfg.cluster.colocate)
+    tokens = build_tokens(collected.groups, s.tokenizer.pad_token_id)
+    work = partial(train_and_sync, s, collector, collected, tokens, step)
+    forwards, batch, shaping, result, train_s, sync = healer.run(step, work) if healer is not None else work()
     # time/train covers the reference, old-logprob recompute, forward/backward and optimizer
     times = {"time/generate": collected.generate_s, "time/reward": collected.reward_s, "time/train": train_s,
              "time/sync": sync["time/sync"]}
@@ -75,14 +72,29 @@ def rl_step(s: Session, collector: Collector, step: int, samples: SampleLog | No
         **({"time/reference": forwards.reference_s} if cfg.algo.kl_coef > 0 else {}),
         **response_metrics(tokens, collected.generate_s),
         **result.metrics,
-        **gap,
+        **pre_update_gap(batch, result, cfg),
         "train/tokens": int(batch.attention_mask.sum()),
         "rollout/engine_restarts": s.pool.restarts,
+        **(healer.metrics() if healer is not None else {}),
         **times,
         "time/step": sum(times.values()),
         **collected.metrics(cfg.algo.dynamic_sampling),
         **sync,
     }
+
+
+def train_and_sync(s: Session, collector: Collector, collected: Collected, tokens: TokenBatch, step: int) -> tuple:
+    """The trainer's part of a step: its forwards, the batch, the update, then the sync of the engines."""
+    cfg, t = s.cfg, time.perf_counter()
+    with trainer_turn(s.pool, cfg.cluster.colocate):  # colocated engines sleep while the trainer works
+        forwards = trainer_forwards(s.trainer, tokens, cfg)
+        batch, shaping = prepare_batch(collected.scored, tokens, forwards, cfg)
+        result = s.trainer.update(batch)
+    train_s = time.perf_counter() - t
+    collector.commit()
+    collector.settle()  # rollout.async: the engines finish the next round before they load new weights
+    sync = sync_weights(s.sender, s.pool, s.trainer, step, cfg.cluster.colocate)
+    return forwards, batch, shaping, result, train_s, sync
 
 
 def pre_update_gap(batch: TrainBatch, result: UpdateResult, cfg: Config) -> dict[str, float]:
@@ -227,11 +239,12 @@ class Outputs:
 def loop(s: Session, collector: Collector, out: Outputs, first: int) -> list[float]:
     """Steps first..trainer.steps, with their metrics, evaluations and checkpoints; returns each step's sync
     parity."""
-    cfg, gaps = s.cfg, []
+    cfg, gaps, healer = s.cfg, [], TrainerHealer(s.trainer, s.cfg, out.run_dir)
+    healer.start(first)
     for step in range(first, cfg.trainer.steps + 1):
         t_wall = time.perf_counter()
         try:
-            metrics = {"step": step, **rl_step(s, collector, step, out.samples)}
+            metrics = {"step": step, **rl_step(s, collector, step, out.samples, healer)}
         except EngineLost as e:
             raise checkpoint_lost_run(s, collector, out, step, e) from e
         metrics["time/wall"] = time.perf_counter() - t_wall
@@ -313,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    if cfg.run.supervise and not args.dry_run:
+        return supervise(args.config, args.overrides, cfg)
     try:
         dry_run(cfg) if args.dry_run else train(cfg)
     except UserError as e:  # a bad dataset, model path, run dir or name: the message says what; a bug keeps its traceback

@@ -5,6 +5,7 @@ experts implementation and attention implementation asked for, interleaved, best
 torch.profiler table of the first variant.
 
     .venv/bin/python scripts/long_train_profile.py --tokens 1060 --rows 8
+    .venv/bin/python scripts/long_train_profile.py --experts purerl --tokens 260 --bf16   # where bf16 time goes
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--padding", type=int, default=0, help="right padding in every other row (as a real batch has)")
+    p.add_argument("--bf16", action="store_true", help="under bf16 autocast, as trainer.mixed_precision=bf16")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
@@ -39,7 +41,8 @@ def main() -> None:
     def step(model) -> float:
         t = time.perf_counter()
         model.zero_grad()
-        fwd = token_logprobs(model, ids, mask, Scoring(entropy="value"), with_router=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            fwd = token_logprobs(model, ids, mask, Scoring(entropy="value"), with_router=True)
         fwd.logps.sum().backward()
         return time.perf_counter() - t
 
@@ -49,7 +52,7 @@ def main() -> None:
             best[e] = min(best[e], step(m))
     tokens = args.rows * args.tokens
     for e, s in best.items():
-        print(f"experts={e}: {s:.2f} s per forward + backward of {args.rows} x {args.tokens} ({s / tokens * 1e3:.3f} ms/token)")
+        print(f"experts={e}{' (bf16 autocast)' if args.bf16 else ''}: {s:.2f} s per forward + backward of {args.rows} x {args.tokens} ({s / tokens * 1e3:.3f} ms/token)")
     first = next(iter(models.values()))
     with profile() as prof:
         step(first)

@@ -3,7 +3,8 @@
 The runtime_env's working_dir is the repository without the virtual environments, runs and caches; the model the
 config trains and the datasets go with it, the other folders under models/ stay here (Ray refuses a working_dir
 over 100 MiB; a hub model id is fetched on the cluster instead). Blocks and streams the
-job's logs; the exit status is the job's.
+job's logs; the exit status is the job's. The job's entrypoint is the supervisor (run.supervise) when the run
+writes checkpoints.
 """
 
 from __future__ import annotations
@@ -52,6 +53,16 @@ def command(config: str, overrides: list[str], model_path: str) -> list[str]:
             json.dumps(runtime_env(model_path)), "--", "python", "-m", "rl.train", "--config", config, *overrides]
 
 
+def supervised(overrides: list[str], save_every: int) -> tuple[list[str], str]:
+    """make submit runs the driver under the supervisor (run.supervise) unless the overrides say otherwise or the
+    run writes no checkpoint to resume from; the overrides to send, and a line saying why not when it does not."""
+    if any(o.startswith("run.supervise=") for o in overrides):
+        return overrides, ""
+    if save_every == 0:
+        return overrides, "make submit: the job runs unsupervised: run.save_every=0 writes no checkpoint to resume from"
+    return [*overrides, "run.supervise=true"], ""
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", default="configs/tiny.yaml")
@@ -68,12 +79,15 @@ def main() -> int:
     if refusal:
         print(f"make submit: {refusal}", file=sys.stderr)
         return 2
+    overrides, note = supervised(args.overrides, cfg.run.save_every)
+    if note:
+        print(note, file=sys.stderr)
     env = dict(os.environ)
     token = Path(env.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
     if "RAY_AUTH_MODE" not in env and (token.is_file() or env.get("RAY_AUTH_TOKEN")):
         env["RAY_AUTH_MODE"] = "token"  # the head (ray start) checks tokens; the job client sends one only if asked
     env["RAY_RUNTIME_ENV_IGNORE_GITIGNORE"] = "1"  # models/ is git-ignored but the job needs it; EXCLUDES apply
-    return subprocess.call(command(args.config, args.overrides, cfg.model.path), cwd=ROOT, env=env)
+    return subprocess.call(command(args.config, overrides, cfg.model.path), cwd=ROOT, env=env)
 
 
 if __name__ == "__main__":

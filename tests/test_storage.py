@@ -146,7 +146,8 @@ def test_make_submit_refuses_a_relative_run_dir():
 @pytest.mark.engines
 def test_make_submit_writes_into_the_bucket_and_nothing_into_the_job(s3, tmp_path):
     """make ray-up, make submit with run.dir in the bucket: the outputs are there after the job, and Ray's copy of
-    the job's working directory holds no run output."""
+    the job's working directory holds no run output. The run writes checkpoints, so the job's entrypoint is the
+    supervisor (run.supervise)."""
     from test_submit import make
 
     run = uri(s3, f"purerl-test/job-{tmp_path.name}")
@@ -154,12 +155,13 @@ def test_make_submit_writes_into_the_bucket_and_nothing_into_the_job(s3, tmp_pat
     assert up.returncode == 0, up.stderr[-2000:]
     try:
         job = make("submit", f"RUN_DIR={run}", "ARGS=trainer.steps=1 trainer.prompts_per_step=4 rollout.n=4 "
-                   "run.eval_before=false run.eval_after=false data.eval_size=16 eval.sets.heldout.size=16",
-                   env={"RAY_ADDRESS": "http://127.0.0.1:8291", **KEYS})
+                   "run.eval_before=false run.eval_after=false data.eval_size=16 eval.sets.heldout.size=16 "
+                   "run.save_every=1", env={"RAY_ADDRESS": "http://127.0.0.1:8291", **KEYS})
         assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+        assert f"supervisor: {run.split('?')[0]} runs under the supervisor" in job.stdout + job.stderr
         session = Path("/tmp/ray/session_latest/runtime_resources/working_dir_files")
         leaked = [p for p in session.rglob("metrics.jsonl")] if session.is_dir() else []
     finally:
         make("ray-down")
-    assert {"summary.json", "metrics.jsonl", "checkpoint/COMPLETE"} <= listing(run)
+    assert {"summary.json", "metrics.jsonl", "checkpoint/COMPLETE", "checkpoints/step-000001/COMPLETE"} <= listing(run)
     assert leaked == []

@@ -10,16 +10,21 @@ batch are split over the ranks by tokens (rl.trainer.micro) for every forward pa
 from __future__ import annotations
 
 import socket
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import ray
 import torch
+from ray.exceptions import RayActorError, RayTaskError
 
 from rl.batch.types import TrainBatch
 from rl.config import Config
 from rl.trainer.micro import plan_ranks
 from rl.trainer.update import UpdateResult, micro_batching
 from rollout.logfile import log_to_file
+
+COLLECTIVE_GRACE_S = 60.0  # the process group's timeout is the driver's deadline plus this: the driver acts first
 
 
 @ray.remote
@@ -34,14 +39,15 @@ class TrainerRank:
             s.bind(("", 0))
             return ray.util.get_node_ip_address(), s.getsockname()[1]
 
-    def setup(self, rank: int, world_size: int, addr: str, port: int) -> str:
+    def setup(self, rank: int, world_size: int, addr: str, port: int, timeout_s: float) -> str:
         import torch.distributed as dist
 
         from rl.trainer.rank import Trainer
 
         log_to_file(f"trainer-rank{rank}")  # a quiet run keeps this rank's output in the run's logs/
         torch.set_num_threads(self.threads)
-        dist.init_process_group("gloo", init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world_size)
+        dist.init_process_group("gloo", init_method=f"tcp://{addr}:{port}", rank=rank, world_size=world_size,
+                                timeout=timedelta(seconds=timeout_s))
         self.rank = rank
         self.trainer = Trainer(*self.args)
         return ray.get_runtime_context().get_node_id()
@@ -52,22 +58,89 @@ class TrainerRank:
         return getattr(self.trainer, method)(*args, **kwargs)
 
 
+class TrainerLost(RuntimeError):
+    """A trainer rank died, or did not answer a call within trainer.call_timeout_s; `kind` is "died" or "hung"."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
+
+
 class TrainerGroup:
     def __init__(self, cfg: Config, policy_path: str, reference_path: str, options: list[dict]):
         """`options`: Ray actor options per rank (resources, placement bundle)."""
-        threads = cfg.trainer.threads or max(1, int(cfg.trainer.rank_cpus))
-        self.ranks = [TrainerRank.options(**o).remote(cfg, policy_path, reference_path, threads) for o in options]
-        addr, port = ray.get(self.ranks[0].address.remote())
-        self.node_ids = ray.get([r.setup.remote(i, len(self.ranks), addr, port) for i, r in enumerate(self.ranks)])
-        self._weight_bytes = self._first("weight_bytes")
+        self.cfg, self.options, self.reference_path = cfg, options, reference_path
+        self.timeout = cfg.trainer.call_timeout_s
         self.sharded = cfg.trainer.sharding == "fsdp"  # every policy forward is a collective over the ranks
-        self.cfg = cfg
+        self._start(policy_path)
+        self._weight_bytes = self._first("weight_bytes")
+
+    def _start(self, policy_path: str) -> None:
+        """The rank actors in their placement bundles (started within cluster.timeout_s), joined in one process
+        group whose collectives time out after the driver's deadline (trainer.call_timeout_s) has fired."""
+        threads = self.cfg.trainer.threads or max(1, int(self.cfg.trainer.rank_cpus))
+        self.ranks = [TrainerRank.options(**o).remote(self.cfg, policy_path, self.reference_path, threads)
+                      for o in self.options]
+        self.node_ids = ["?"] * len(self.ranks)
+        start_s = self.cfg.cluster.timeout_s
+        addr, port = self._get([self.ranks[0].address.remote()], "address", start_s)[0]
+        self.node_ids = self._get([r.setup.remote(i, len(self.ranks), addr, port, self.timeout + COLLECTIVE_GRACE_S)
+                                   for i, r in enumerate(self.ranks)], "setup", start_s)
+
+    def restart(self, folder: Path | str) -> None:
+        """Tears every rank down (a hung one included) and builds the group again in the same placement bundles
+        (Ray moves a bundle whose node is gone), from the trainer state saved in `folder`."""
+        self.shutdown()
+        self._start(str(folder))
+        self.load_state(folder)
+
+    def _get(self, refs: list, call: str, timeout_s: float | None = None) -> list:
+        """ray.get of one call per rank (refs[i] is rank i's, or the first ranks'), within trainer.call_timeout_s
+        (or `timeout_s`): TrainerLost naming the rank, its node and the call as soon as one dies, or when the
+        deadline passes."""
+        timeout_s = timeout_s or self.timeout
+        deadline, rank_of = time.monotonic() + timeout_s, {ref: i for i, ref in enumerate(refs)}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                i = rank_of[pending[0]]
+                knob = "trainer.call_timeout_s" if timeout_s == self.timeout else "cluster.timeout_s"
+                raise TrainerLost(f"trainer rank {i} (node {self.node_ids[i]}) did not answer {call} within "
+                                  f"{knob}={timeout_s:g} s", "hung")
+            try:
+                ray.get(ready[0])
+            except RayActorError as e:
+                raise self._died(rank_of[ready[0]], call, e) from e
+            except RayTaskError:  # a survivor's collective broke because a peer died: name the dead one
+                dead = self._first_dead(pending, rank_of)
+                if dead is None:
+                    raise
+                raise self._died(rank_of[dead[0]], call, dead[1]) from dead[1]
+        return ray.get(list(refs))
+
+    def _died(self, i: int, call: str, e: Exception) -> TrainerLost:
+        return TrainerLost(f"trainer rank {i} (node {self.node_ids[i]}) died during {call}: "
+                           f"{str(e).strip().splitlines()[0]}", "died")
+
+    @staticmethod
+    def _first_dead(pending: list, rank_of: dict, wait_s: float = 10.0):
+        """(ref, error) of the first of `pending` whose rank is dead, waiting up to `wait_s` for them; or None."""
+        ready, _ = ray.wait(pending, num_returns=len(pending), timeout=wait_s) if pending else ([], [])
+        for ref in sorted(ready, key=rank_of.get):
+            try:
+                ray.get(ref)
+            except RayActorError as e:
+                return ref, e
+            except RayTaskError:
+                continue
+        return None
 
     def _all(self, method: str, *args, **kwargs) -> list:
-        return ray.get([r.call.remote(method, *args, **kwargs) for r in self.ranks])
+        return self._get([r.call.remote(method, *args, **kwargs) for r in self.ranks], method)
 
     def _first(self, method: str, *args):
-        return ray.get(self.ranks[0].call.remote(method, *args))
+        return self._get([self.ranks[0].call.remote(method, *args)], method)[0]
 
     def top_k(self) -> int | None:
         return self._first("top_k")
@@ -85,9 +158,9 @@ class TrainerGroup:
         parts = [torch.tensor(rows, dtype=torch.long) for rows in plan.rows()]
         passes = plan.passes if self.sharded else 0
         calls = [(r, rows) for r, rows in zip(self.ranks, parts) if len(rows) or self.sharded]
-        got = ray.get([r.call.remote("logprobs", input_ids[rows], attention_mask[rows], model, with_routing,
-                                     None if score_mask is None else score_mask[rows], passes,
-                                     None if replay is None else replay[rows]) for r, rows in calls])
+        got = self._get([r.call.remote("logprobs", input_ids[rows], attention_mask[rows], model, with_routing,
+                                       None if score_mask is None else score_mask[rows], passes,
+                                       None if replay is None else replay[rows]) for r, rows in calls], "logprobs")
         logps = torch.zeros(input_ids.shape[0], input_ids.shape[1] - 1)
         routing = None
         for (_, rows), (lp, rt) in zip(calls, got):
@@ -109,7 +182,7 @@ class TrainerGroup:
         """Rank 0's packed weights, left in the object store for the engines to fetch from it directly (under
         FSDP every rank takes part in gathering them)."""
         refs = [r.call.remote("packed_weights") for r in (self.ranks if self.sharded else self.ranks[:1])]
-        ray.get(refs[1:])
+        self._get(refs, "packed_weights")
         return refs[0]
 
     def adapter_config(self) -> dict:
