@@ -12,7 +12,7 @@ that finished (its summary.json) is read, not run again. Writes runs/precision/p
 table of docs/objectives.md, and draws precision.png (training accuracy and mismatch against the step), copied
 to docs/img/precision.png.
 
-    make precision                                   # everything (about 80 minutes on 2 cores)
+    make precision                                   # everything (about 2 hours on 2 cores)
     make precision ARGS="--models tiny --seeds 0"    # one model, one seed
 """
 

@@ -53,6 +53,7 @@ def node_of(cluster, node_id):
     return next(n for n in cluster.list_all_nodes() if n.node_id == node_id)
 
 
+@pytest.mark.slow  # make test: tests/test_faults.py restarts a killed engine; test_three_nodes_... places over nodes
 def test_removed_node_engine_is_recreated_elsewhere(tmp_path, monkeypatch):
     """Engine 1's node goes away; a spare node can hold it, so it restarts there and the round completes."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})

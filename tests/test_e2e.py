@@ -168,7 +168,9 @@ def test_every_objective_knob_at_once_trains_and_stays_in_sync(tmp_path):
     assert not torch.equal(base["lm_head.weight"], final["lm_head.weight"])
 
 
-@pytest.mark.parametrize("old", [[], ["algo.old_logprobs=trainer", "algo.tis_cap=2.0"]], ids=["sampler", "trainer-tis"])
+# sampler in make test-slow: trainer-tis replays the engine's experts in the update as it does, and in the old forward
+@pytest.mark.parametrize("old", [pytest.param([], marks=pytest.mark.slow), ["algo.old_logprobs=trainer", "algo.tis_cap=2.0"]],
+                         ids=["sampler", "trainer-tis"])
 def test_rollout_routing_replay_trains_on_the_engines_experts(tmp_path, old):
     """moe.routing_replay=vllm: the update's forward uses the experts vLLM routed each token to; with the trainer's
     old logprobs (R3 with TIS) their forward does too."""

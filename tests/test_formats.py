@@ -124,8 +124,8 @@ def test_each_row_is_scored_by_its_sources_terms():
     assert m["reward/code/mean"] == 0.5 and m["reward/format/mean"] == 1.0  # each over the samples it scored
 
 
-@pytest.mark.engines  # every format is read in make test (above); two train there, all four in make test-slow
-@pytest.mark.parametrize("fmt", [f if f in ("gsm8k", "math") else pytest.param(f, marks=pytest.mark.slow)
+@pytest.mark.engines  # every format is read in make test (above); one trains there, all four in make test-slow
+@pytest.mark.parametrize("fmt", [f if f == "math" else pytest.param(f, marks=pytest.mark.slow)
                                  for f in SOURCES])
 def test_each_format_trains_two_steps(fmt, tmp_path):
     from rl.train import train

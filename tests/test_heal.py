@@ -43,7 +43,7 @@ def faults(run_dir, done: list) -> None:
 
 def test_a_trainer_rank_killed_then_one_frozen_cost_no_step(tmp_path, capfd):
     cfg = load_config("configs/tiny.yaml", [
-        "trainer.ranks=2", "trainer.prompts_per_step=4", "rollout.n=4", "rollout.max_new_tokens=32", "trainer.steps=4",
+        "trainer.ranks=2", "trainer.prompts_per_step=4", "rollout.n=4", "rollout.max_new_tokens=32", "trainer.steps=3",
         "run.eval_before=false", "run.eval_after=false", "run.save_checkpoint=false", "trainer.lr=1e-3",
         f"trainer.call_timeout_s={DEADLINE_S}", f"run.dir={tmp_path}"])
     done = []
@@ -59,12 +59,11 @@ def test_a_trainer_rank_killed_then_one_frozen_cost_no_step(tmp_path, capfd):
 
     logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     sampler = EpochSampler(sum(1 for _ in open("rl/tasks/arithmetic/data/train.jsonl")), 0)
-    assert [m["data/indices"] for m in logged] == [sampler.next(4) for _ in range(4)]  # an undisturbed run's
+    assert [m["data/indices"] for m in logged] == [sampler.next(4) for _ in range(3)]  # an undisturbed run's
     last = logged[-1]
     assert last["run/restarts/trainer_died"] == 1 and last["run/restarts/trainer_hung"] == 1
     # the rebuilt group holds the weights the engines hold: the steps after each restart are in parity
     assert all(m["rollout/logprob_abs_diff_mean"] < 1e-4 for m in logged[1:]), [m["rollout/logprob_abs_diff_mean"] for m in logged]
     # step 3 found its frozen rank within the deadline, rebuilt the group and trained again: it took at most the
-    # deadline plus 30 s over the slowest undisturbed step
-    assert logged[2]["time/wall"] < DEADLINE_S + 30 + max(logged[0]["time/wall"], logged[3]["time/wall"]), \
-        [m["time/wall"] for m in logged]
+    # deadline plus 30 s over the undisturbed step 1
+    assert logged[2]["time/wall"] < DEADLINE_S + 30 + logged[0]["time/wall"], [m["time/wall"] for m in logged]

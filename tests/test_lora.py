@@ -191,8 +191,8 @@ def test_config_rejects_bad_lora_settings():
     assert json.dumps(load_config("configs/tiny.yaml", []).model.lora.target_modules) == '["all-linear"]'
 
 
-@pytest.mark.engines
-@pytest.mark.parametrize("sharding", ["replicate", "fsdp"])
+@pytest.mark.engines  # replicate in make test-slow: tests/test_distributed.py runs it for full fine-tuning
+@pytest.mark.parametrize("sharding", [pytest.param("replicate", marks=pytest.mark.slow), "fsdp"])
 def test_two_ranks_train_like_one_rank(sharding):
     """The same batch on one rank and on two gloo ranks (Ray actors): the same losses and the same merged weights
     and adapter to float rounding (four AdamW steps on random tokens, as tests/test_distributed.py)."""

@@ -17,7 +17,7 @@ from rl.errors import ConfigError
 from rl.run.supervise import next_move
 from rl.trainer.checkpoint import complete_checkpoints
 
-RUN = ["trainer.prompts_per_step=4", "rollout.n=4", "rollout.max_new_tokens=32", "trainer.steps=4",
+RUN = ["trainer.prompts_per_step=4", "rollout.n=4", "rollout.max_new_tokens=32", "trainer.steps=3",
        "run.eval_before=false", "run.eval_after=false", "run.save_every=1", "run.save_checkpoint=false",
        "run.supervise=true"]
 ENV = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
@@ -53,8 +53,8 @@ def test_a_driver_killed_under_the_supervisor_is_resumed_and_loses_nothing(tmp_p
     sup = supervised(run_dir)
     try:
         deadline = time.time() + 300
-        while not any(p.name == "step-000002" for p in complete_checkpoints(run_dir)):
-            assert sup.poll() is None and time.time() < deadline, "the supervised run ended or stalled before step 2"
+        while not any(p.name == "step-000001" for p in complete_checkpoints(run_dir)):
+            assert sup.poll() is None and time.time() < deadline, "the supervised run ended or stalled before step 1"
             time.sleep(0.2)
         os.kill(driver_of(sup), signal.SIGKILL)  # the driver alone: the supervisor reaps what it started
         out, _ = sup.communicate(timeout=400)
@@ -64,11 +64,11 @@ def test_a_driver_killed_under_the_supervisor_is_resumed_and_loses_nothing(tmp_p
     assert sup.returncode == 0, out[-3000:]
     assert "supervisor: the run ended with killed by SIGKILL" in out and "restart 1 of 3: resuming" in out
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["supervisor"]["restarts"] == 1 and summary["resumed_from_step"] in (2, 3)
+    assert summary["supervisor"]["restarts"] == 1 and summary["resumed_from_step"] in (1, 2, 3)
     logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     sampler = EpochSampler(sum(1 for _ in open("rl/tasks/arithmetic/data/train.jsonl")), 0)
-    assert [m["step"] for m in logged] == [1, 2, 3, 4]
-    assert [m["data/indices"] for m in logged] == [sampler.next(4) for _ in range(4)]  # an undisturbed run's
+    assert [m["step"] for m in logged] == [1, 2, 3]
+    assert [m["data/indices"] for m in logged] == [sampler.next(4) for _ in range(3)]  # an undisturbed run's
 
 
 def test_a_user_error_stops_the_supervisor_with_the_reason(tmp_path):
