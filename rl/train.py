@@ -254,9 +254,9 @@ def loop(s: Session, collector: Collector, out: Outputs, first: int) -> list[flo
         if evaluates_at(cfg, step):
             metrics |= run_evals(s.pool, s.eval_sets, cfg, step, out.run_dir)
         out.metrics.write(metrics)
+        out.storage.sync()  # the step's metrics are uploaded before its checkpoint is complete: a resume finds them
         if cfg.run.save_every and step % cfg.run.save_every == 0:
             out.checkpoint(s, collector, step)
-        out.storage.sync()
     return gaps
 
 
