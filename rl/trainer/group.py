@@ -100,7 +100,7 @@ class TrainerGroup:
         deadline passes."""
         timeout_s = timeout_s or self.timeout
         deadline, rank_of = time.monotonic() + timeout_s, {ref: i for i, ref in enumerate(refs)}
-        pending = list(refs)
+        pending, got = list(refs), [None] * len(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
@@ -109,7 +109,7 @@ class TrainerGroup:
                 raise TrainerLost(f"trainer rank {i} (node {self.node_ids[i]}) did not answer {call} within "
                                   f"{knob}={timeout_s:g} s", "hung")
             try:
-                ray.get(ready[0])
+                got[rank_of[ready[0]]] = ray.get(ready[0])  # each answer fetched once, as it arrives
             except RayActorError as e:
                 raise self._died(rank_of[ready[0]], call, e) from e
             except RayTaskError:  # a survivor's collective broke because a peer died: name the dead one
@@ -117,7 +117,7 @@ class TrainerGroup:
                 if dead is None:
                     raise
                 raise self._died(rank_of[dead[0]], call, dead[1]) from dead[1]
-        return ray.get(list(refs))
+        return got
 
     def _died(self, i: int, call: str, e: Exception) -> TrainerLost:
         return TrainerLost(f"trainer rank {i} (node {self.node_ids[i]}) died during {call}: "
