@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-long bench-lora bench-rewards bench-storage bench-sync bf16-gap precision bench-trainer routing-gap moe-bias ray-up ray-down submit
+.PHONY: install train eval plan plot test test-unit test-gpu test-slow lint clean base-model bench bench-sweep bench-long bench-lora bench-rewards bench-storage bench-sync bf16-gap precision chaos bench-trainer routing-gap moe-bias ray-up ray-down submit
 
 # The stamp depends on the files that define the environment, so editing them refreshes it.
 $(VENV)/.installed: pyproject.toml scripts/install.sh
@@ -101,6 +101,11 @@ bf16-gap: $(VENV)/.installed base-model
 # the extremes with a second seed; runs/precision/ and docs/img/precision.png (docs/objectives.md).
 precision: $(VENV)/.installed base-model
 	$(BIN)/python scripts/precision.py $(ARGS)
+
+# Seeded faults (engines, trainer ranks, a reward worker, the driver killed or frozen; a checkpoint cut short) over
+# a supervised 40-step run with 2 trainer ranks, checked against an undisturbed run (about 25 minutes).
+chaos: $(VENV)/.installed base-model
+	$(BIN)/python scripts/chaos.py $(ARGS)
 
 routing-gap: $(VENV)/.installed base-model
 	$(BIN)/python scripts/routing_gap.py $(ARGS)

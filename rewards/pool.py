@@ -1,13 +1,16 @@
 """`score_batch`: run verifiers in a persistent pool of worker processes with a hard per-item time limit.
 
 Workers are fresh interpreters (`python -m rewards._worker`, never fork), warmed up once and reused across
-calls. A worker that overruns its item's limit is SIGKILLed and replaced; the item gets status "timeout".
+calls. A worker that overruns its item's limit is SIGKILLed and replaced; the item gets status "timeout". A worker
+that dies while scoring (killed from outside, its node's OOM killer) is replaced and its item scored again, once;
+an item that kills a second worker gets status "error".
 """
 
 from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import logging
 import os
 import pickle
 import subprocess
@@ -25,6 +28,7 @@ SOFT_FRACTION = 0.8  # the worker's own alarm fires first, so most overruns need
 START_TIMEOUT_S = 120.0
 MAX_START_FAILURES = 3
 _PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+logger = logging.getLogger(__name__)
 
 
 class _Worker:
@@ -78,6 +82,7 @@ class WorkerPool:
     def _run(self, payloads, timeouts) -> list[Reward]:
         results: list[Reward | None] = [p if isinstance(p, Reward) else None for p in payloads]
         pending = deque(i for i, p in enumerate(payloads) if not isinstance(p, Reward))
+        retried: set[int] = set()  # items whose worker died under them once
         while pending or any(w.seq is not None for w in self.workers):
             for w in self.workers:
                 if w.ready and w.seq is None and pending:
@@ -88,6 +93,7 @@ class WorkerPool:
                             w.outbox.send(("path", w.path))
                         w.outbox.send((i, payloads[i]))
                     except OSError as e:  # died between items: the item is not lost, only delayed
+                        logger.warning("reward worker %d died between items; a new one takes its place", w.proc.pid)
                         pending.appendleft(i)
                         self.start_failures += 1
                         self._replace(w)
@@ -105,8 +111,8 @@ class WorkerPool:
             limits = [w.deadline if w.seq is not None else w.started + START_TIMEOUT_S for w in self.workers]
             ready = wait([w.inbox for w in self.workers], timeout=max(0.0, min(limits) - now))
             for w in list(self.workers):
-                if w.inbox in ready:
-                    self._receive(w, results)
+                if w.inbox in ready and (lost := self._receive(w, results, retried)) is not None:
+                    pending.appendleft(lost)
             now = time.monotonic()
             for w in list(self.workers):
                 if w.seq is not None and now >= w.deadline:
@@ -117,23 +123,37 @@ class WorkerPool:
                     self._replace(w)
         return results  # type: ignore[return-value]
 
-    def _receive(self, w: _Worker, results: list) -> None:
+    def _receive(self, w: _Worker, results: list, retried: set[int]) -> int | None:
+        """Takes `w`'s message; returns the item to score again when `w` died under it for the first time."""
         try:
             msg = w.inbox.recv()
         except (EOFError, OSError):
-            code = w.proc.poll()
-            if w.seq is not None:
-                results[w.seq] = Reward.fail("error", reason=f"reward worker died (exit code {code})")
-            else:
-                self.start_failures += 1
+            lost = w.seq
+            try:
+                code = w.proc.wait(timeout=5)  # its pipe closed as it exited
+            except subprocess.TimeoutExpired:
+                code = None
             self._replace(w)
-            return
+            if lost is None and not w.ready:
+                self.start_failures += 1
+            elif lost is None:
+                logger.warning("reward worker %d died (exit code %s) between items; a new one takes its place",
+                               w.proc.pid, code)
+            elif lost in retried:
+                results[lost] = Reward.fail("error", reason=f"reward worker died twice on this item (exit code {code})")
+            else:
+                retried.add(lost)
+                logger.warning("reward worker %d died (exit code %s) while scoring; scoring its item again", w.proc.pid,
+                               code)
+                return lost
+            return None
         if msg[0] == "ready":
             w.ready = True
             self.start_failures = 0
         elif msg[0] == w.seq:
             results[w.seq] = msg[1]
             w.seq = None
+        return None
 
     def close(self) -> None:
         for w in self.workers:

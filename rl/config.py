@@ -155,6 +155,9 @@ class RolloutConfig:
     `rollout.async` the trainer computes meanwhile, so keep 0 there."""
     max_engine_restarts: int = 3
     """How many times in a run a dead engine is started again (its unfinished prompts are sent again)."""
+    call_timeout_s: float = 1800.0
+    """How long the driver waits on an engine's call (a step's generation, counted from its submission, or a
+    sync) before it takes the engine for hung, kills it and starts it again like a dead one."""
     shared_memory_sync: bool = True
     """`purerl` weight transfer: engines on the driver's node read new weights from one file in /dev/shm instead
     of Ray's object store (falls back to the object store when /dev/shm lacks room)."""
@@ -184,6 +187,10 @@ class RolloutConfig:
     """Skip graph capture / compilation; faster start for tiny models."""
     seed: int = 0
     """Seed of the engines' samplers."""
+    request_seeds: bool = True
+    """Seed each prompt's requests from (rollout.seed, the step, the round, the prompt's place in it): a step
+    draws the same samples from the same weights whichever engine serves it, after an engine restart or a
+    resume too; evaluations are seeded alike. Off: each engine's own random stream."""
     capture_routing: bool = True
     """MoE policies: record the experts the engine routed every token to (hooks on the engine's routers), for
     moe/routing_agreement and moe.routing_replay=vllm."""
@@ -209,6 +216,7 @@ class RolloutConfig:
         require(self.engine_gpus >= 0, "engine_gpus", "must be >= 0")
         require(self.engine_threads >= 0, "engine_threads", "must be >= 0 (0: rollout.engine_cpus)")
         require(self.max_engine_restarts >= 0, "max_engine_restarts", "must be >= 0")
+        require(self.call_timeout_s > 0, "call_timeout_s", "must be > 0")
         require(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1")
         require(self.engine_gpus in (0, self.tensor_parallel_size) or self.engine_gpus < 1, "engine_gpus",
                 f"must be 0 (CPU), a share of one GPU, or rollout.tensor_parallel_size={self.tensor_parallel_size}")

@@ -34,8 +34,9 @@ def accuracy_only(reward: RewardConfig) -> RewardConfig:
 
 
 def heldout_accuracy(pool, prompts: PromptSet, cfg: Config) -> float:
-    """Share of problems whose single sample gets the full score from its data source's accuracy verifier."""
-    scored = generate_round(pool, prompts, sampling(cfg.rollout, 1), accuracy_only(cfg.reward)).scored
+    """Share of problems whose single sample gets the full score from its data source's accuracy verifier (the
+    samples seeded alike at every evaluation: rollout.request_seeds)."""
+    scored = generate_round(pool, prompts, sampling(cfg.rollout, 1, "heldout"), accuracy_only(cfg.reward)).scored
     return float(scored.correct.float().mean())
 
 

@@ -75,6 +75,7 @@ def rl_step(s: Session, collector: Collector, step: int, samples: SampleLog | No
         **pre_update_gap(batch, result, cfg),
         "train/tokens": int(batch.attention_mask.sum()),
         "rollout/engine_restarts": s.pool.restarts,
+        "rollout/engine_hangs": s.pool.hangs,
         **(healer.metrics() if healer is not None else {}),
         **times,
         "time/step": sum(times.values()),

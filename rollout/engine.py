@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -117,6 +118,19 @@ def sampling_params(s: Sampling):
         logprobs=0,  # the sampled token's own logprob
         seed=s.seed,
     )
+
+
+def request_seed(seed: int, position: int) -> int:
+    """The seed of the requests of the prompt at `position` in a call seeded `seed`: a stable hash, 31 bits."""
+    digest = hashlib.blake2b(f"{seed}/{position}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % (2**31 - 1)
+
+
+def seeded(params, seed: int):
+    """A copy of vLLM SamplingParams with its own seed (vLLM seeds the n samples of a request seed, seed + 1, ...)."""
+    out = params.clone()
+    out.seed = seed
+    return out
 
 
 def generate_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[int], params: Any,

@@ -7,7 +7,8 @@ call out to its live engines. For the `purerl` backend it also routes the weight
 them from /dev/shm, the others from one object in Ray's object store. After every sync each engine reports the
 version it holds, and a mismatch is an error.
 
-An engine that dies mid-call is started again in its placement bundle from the last weights the pool sent (at
+Every call has a deadline (`call_timeout_s`): an engine that misses it is killed and handled as a dead one. An
+engine that dies mid-call is started again in its placement bundle from the last weights the pool sent (at
 their version), and its unfinished shard is sent again; groups come back in prompt order, so a step sees every
 prompt exactly once. If no engine can be started within `restart_timeout_s` (its node is gone and nothing else
 can hold it), the shard goes to the surviving engines; when none survive, `EngineLost` says so.
@@ -33,6 +34,10 @@ class EngineLost(RuntimeError):
     """Every rollout engine died and none could be started again."""
 
 
+class EngineHung(RuntimeError):
+    """An engine did not answer a call within rollout.call_timeout_s; it was killed, and is replaced as a dead one."""
+
+
 class WeightVersionError(RuntimeError):
     """An engine holds other weights than the trainer synced: the stale-weights guard."""
 
@@ -41,22 +46,26 @@ class WeightVersionError(RuntimeError):
 class Pending:
     """A generation call in flight (rollout.async): collect it with `RolloutPool.wait`."""
 
-    shards: list[tuple[int, list[list[int]], list[int]]]  # (engine slot, prompt ids, prompt indices)
+    shards: list[tuple[int, list[list[int]], list[int], int]]  # (engine slot, prompt ids, prompt indices, offset)
     futures: list[ray.ObjectRef]
     sampling: Sampling
+    started: float  # time.monotonic() at submission: the deadline of its calls counts from here
 
 
 class RolloutPool:
     def __init__(self, spec: EngineSpec, *, actor_options: list[dict], shared_memory: bool,
                  capture_routing_top_k: int = 0, max_restarts: int = 3, restart_timeout_s: float = 120.0,
-                 version: int = 0):
+                 version: int = 0, call_timeout_s: float = 1800.0):
         """`actor_options`: Ray options per engine (resources and placement bundle, rl.run.placement).
         `shared_memory`: `purerl`-backend engines on this node get the weights through /dev/shm.
-        `version`: the weight version the engines start at (the step of the checkpoint in `spec.model_path`)."""
+        `version`: the weight version the engines start at (the step of the checkpoint in `spec.model_path`).
+        `call_timeout_s`: an engine that has not answered a call (a generation, a sync) by then is taken for hung:
+        killed, and replaced as a dead one."""
         self.spec, self.capture_routing_top_k = spec, capture_routing_top_k
         self.options = list(actor_options)
-        self.max_restarts, self.restart_timeout_s = max_restarts, restart_timeout_s
+        self.max_restarts, self.restart_timeout_s, self.call_timeout_s = max_restarts, restart_timeout_s, call_timeout_s
         self.restarts = 0
+        self.hangs = 0  # engines killed for missing rollout.call_timeout_s
         self.deaths: list[tuple[str, int]] = []  # (the call that found it dead, engine slot)
         self.version = version  # the weight version every live engine holds
         self.next_version: int | None = None  # what the sync in progress labels the weights (default version + 1)
@@ -86,22 +95,36 @@ class RolloutPool:
             raise EngineLost("no rollout engine is alive")
         k = len(slots)
         bounds = [round(i * len(prompt_ids) / k) for i in range(k + 1)]
-        shards = [(slot, prompt_ids[a:b], prompt_indices[a:b]) for slot, a, b in zip(slots, bounds[:-1], bounds[1:]) if b > a]
-        futures = [self.workers[slot].generate.remote(ids, idx, sampling) for slot, ids, idx in shards]
-        return Pending(shards, futures, sampling)
+        shards = [(slot, prompt_ids[a:b], prompt_indices[a:b], a) for slot, a, b in zip(slots, bounds[:-1], bounds[1:])
+                  if b > a]
+        futures = [self.workers[slot].generate.remote(ids, idx, sampling, offset) for slot, ids, idx, offset in shards]
+        return Pending(shards, futures, sampling, time.monotonic())
 
     def wait(self, pending: Pending) -> list[RolloutGroup]:
         """The groups of a submitted call, in prompt order; a shard whose engine died is generated again."""
         out = []
-        for (slot, ids, idx), future in zip(pending.shards, pending.futures):
+        for (slot, ids, idx, offset), future in zip(pending.shards, pending.futures):
+            deadline = pending.started + self.call_timeout_s
             while True:
                 try:
-                    out += ray.get(future)
+                    out += self._get(slot, future, "generate", deadline)
                     break
-                except ray.exceptions.RayActorError as e:
+                except (ray.exceptions.RayActorError, EngineHung) as e:
                     slot = self._replace(slot, e, "generate")
-                    future = self.workers[slot].generate.remote(ids, idx, pending.sampling)
+                    future = self.workers[slot].generate.remote(ids, idx, pending.sampling, offset)
+                    deadline = time.monotonic() + self.call_timeout_s
         return out
+
+    def _get(self, slot: int, future: ray.ObjectRef, call: str, deadline: float):
+        """The answer of engine `slot` to `call` by `deadline` (time.monotonic()); past it the engine is killed and
+        EngineHung names it, its node and the call."""
+        ready, _ = ray.wait([future], timeout=max(0.0, deadline - time.monotonic()))
+        if not ready:
+            self.hangs += 1
+            ray.kill(self.workers[slot])
+            raise EngineHung(f"rollout engine {slot} (node {self.node_ids[slot]}) did not answer {call} within "
+                             f"rollout.call_timeout_s={self.call_timeout_s:g} s")
+        return ray.get(future)
 
     def generate(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: Sampling) -> list[RolloutGroup]:
         """One group per prompt, in the order given."""
@@ -204,11 +227,11 @@ class RolloutPool:
         """Calls `method` on every engine in `args` at once; an engine found dead is noted (replaced once the
         sync is over) and left out of the result."""
         futures = {s: getattr(self.workers[s], method).remote(*a) for s, a in args.items()}
-        out = {}
+        out, deadline = {}, time.monotonic() + self.call_timeout_s
         for slot, future in futures.items():
             try:
-                out[slot] = ray.get(future)
-            except ray.exceptions.RayActorError as e:
+                out[slot] = self._get(slot, future, method, deadline)
+            except (ray.exceptions.RayActorError, EngineHung) as e:
                 self.workers[slot] = None
                 self._lost.append((slot, e, method))
         return out
@@ -246,7 +269,10 @@ class RolloutPool:
     def _replace(self, slot: int, error: Exception, during: str) -> int:
         """Starts engine `slot` again with the last weights and returns it; if that fails, drops it and returns a
         surviving engine's slot. Raises EngineLost when none is left."""
-        logger.warning("rollout engine %d died during %s (%s); starting it again", slot, during, type(error).__name__)
+        if isinstance(error, EngineHung):
+            logger.warning("%s; starting it again", error)
+        else:
+            logger.warning("rollout engine %d died during %s (%s); starting it again", slot, during, type(error).__name__)
         self.deaths.append((during, slot))
         self.workers[slot] = None
         if self.restarts < self.max_restarts:

@@ -36,6 +36,9 @@ class Sampling:
     top_p: float
     max_new_tokens: int
     stop: tuple[str, ...] = ()  # stop strings, kept in the output so the format reward can see them
+    # Set: each prompt's requests draw from their own generator, seeded from (seed, the prompt's position in the
+    # call), so the samples depend on the weights and this seed only, not on which engine draws them or how often
+    # it was started (rollout.request_seeds). None: the engine's own random stream.
     seed: int | None = None
     min_new_tokens: int = 0  # EOS and stop strings are ignored before this many tokens (fixed-length benchmarks)
 

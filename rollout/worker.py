@@ -16,7 +16,9 @@ from rollout.engine import (
     create_engine,
     generate_groups,
     install_capture,
+    request_seed,
     sampling_params,
+    seeded,
     weight_version,
     write_adapter,
 )
@@ -53,9 +55,13 @@ class RolloutWorker:
             logger.warning("rollout.capture_routing: no router modules found in the engine's model; capture is off")
             self.capture = False
 
-    def generate(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: Sampling) -> list[RolloutGroup]:
-        groups = generate_groups(self.llm, prompt_ids, prompt_indices, sampling_params(sampling), self.capture,
-                                 self.lora_request)
+    def generate(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: Sampling,
+                 offset: int = 0) -> list[RolloutGroup]:
+        """`offset`: the position of the first prompt in the pool's call (its request seed, with sampling.seed)."""
+        params = sampling_params(sampling)
+        if sampling.seed is not None:
+            params = [seeded(params, request_seed(sampling.seed, offset + i)) for i in range(len(prompt_ids))]
+        groups = generate_groups(self.llm, prompt_ids, prompt_indices, params, self.capture, self.lora_request)
         for g in groups:
             g.engine = self.rank
         return groups

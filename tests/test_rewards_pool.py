@@ -22,6 +22,18 @@ def crash_verifier(response, reference, **metadata):
     os._exit(3)
 
 
+def dies_once_verifier(response, reference, **metadata):
+    """Test helper: the first worker to score it is SIGKILLed (as by the OOM killer or a chaos run); the next scores it."""
+    import signal
+    from pathlib import Path
+
+    mark = Path(metadata["mark"])
+    if not mark.exists():
+        mark.write_text("died once")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return Reward.ok(score=1.0)
+
+
 def pid_verifier(response, reference, **metadata):
     return Reward.ok(pid=os.getpid())
 
@@ -54,8 +66,16 @@ def test_hung_item_is_killed_and_others_are_scored():
 
 def test_worker_crash_is_error_not_zero():
     out = score_batch([(f"{HERE}:crash_verifier", "x", None, {}), ("math", "\\boxed{4}", "4", {})], workers=2)
-    assert out[0].status == "error" and "died" in out[0].info["reason"]
+    assert out[0].status == "error" and "died twice on this item" in out[0].info["reason"]
     assert out[1].status == "ok"
+
+
+def test_a_worker_killed_under_an_item_loses_no_item(tmp_path, caplog):
+    items = [("math", "\\boxed{1}", "1", {}), (f"{HERE}:dies_once_verifier", "x", None, {"mark": str(tmp_path / "m")}),
+             ("math", "\\boxed{2}", "3", {})]
+    out = score_batch(items, workers=2)
+    assert [(r.status, r.score) for r in out] == [("ok", 1.0), ("ok", 1.0), ("wrong", 0.0)]
+    assert "died (exit code -9) while scoring; scoring its item again" in caplog.text
 
 
 def test_unpicklable_item_and_bad_return_are_errors():

@@ -17,7 +17,7 @@ from rl.config import Config
 from rl.data.prompts import PromptSet
 from rl.data.sampler import EpochSampler
 from rollout.pool import Pending
-from rollout.types import RolloutGroup
+from rollout.types import RolloutGroup, Sampling
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Collected:
 class Collector:
     def __init__(self, cfg: Config, pool, prompts: PromptSet, sampler: EpochSampler):
         self.cfg, self.pool, self.prompts, self.sampler = cfg, pool, prompts, sampler
-        self.sampling = sampling(cfg.rollout, cfg.rollout.n)
+        self.rounds = 0  # rounds generated for the step being collected
         self._ahead: Prefetch | None = None
         self._open_cursor: dict | None = None  # the cursor before the draws of a step not yet trained on
         self.step = 0  # the step being collected
@@ -69,7 +69,7 @@ class Collector:
         """Step `step`'s groups, each checked to come from the weights of step - 1 (step - 2 when rollout.async
         generated it during the last step); unless this is the last step, rollout.async then starts the next
         step's round."""
-        cfg, self.step = self.cfg, step
+        cfg, self.step, self.rounds = self.cfg, step, 0
         self._open_cursor = self._ahead.cursor if self._ahead is not None else self.sampler.state_dict()
         staleness = int(self._ahead is not None)
         first = self._take_ahead() if self._ahead is not None else self._round(cfg.trainer.prompts_per_step)
@@ -110,14 +110,20 @@ class Collector:
         """n fresh prompts, generated now: by the weights the last sync pushed (version step - 1)."""
         prompts = self._draw(n)
         t = time.perf_counter()
-        groups = self.pool.generate(prompts.ids, prompts.indices(), self.sampling)
+        groups = self.pool.generate(prompts.ids, prompts.indices(), self._sampling(self.step))
         check_versions(groups, self.step - 1, 0)
         return score_round(groups, prompts, self.cfg.reward, time.perf_counter() - t)
 
     def _launch(self) -> Prefetch:
         cursor = self.sampler.state_dict()
         prompts = self._draw(self.cfg.trainer.prompts_per_step)
-        return Prefetch(prompts, self.pool.submit(prompts.ids, prompts.indices(), self.sampling), cursor)
+        return Prefetch(prompts, self.pool.submit(prompts.ids, prompts.indices(), self._sampling(self.step + 1)), cursor)
+
+    def _sampling(self, step: int) -> Sampling:
+        """The sampling of the next round of `step` (its first, when prefetched by rollout.async)."""
+        round_no = self.rounds if step == self.step else 0
+        self.rounds += step == self.step
+        return sampling(self.cfg.rollout, self.cfg.rollout.n, step, round_no)
 
     def _take_ahead(self) -> Round:
         """The prefetched round (waited for by `settle` before the last sync); only that wait counts as this

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import rewards
+from rl.collect.generate import call_seed
 from rl.config import Config, RewardConfig
 from rl.data.prompts import PromptSet
 from rl.eval.metrics import ProblemResult, figures_by_source
@@ -52,8 +53,9 @@ def score_answers(groups: list[RolloutGroup], prompts: PromptSet, reward: Reward
 def evaluate_set(pool, prompts: PromptSet, cfg: Config) -> list[ProblemResult]:
     """n samples and (with eval.greedy) one greedy answer for every problem of the set, scored."""
     e, r = cfg.eval, cfg.rollout
+    seed = call_seed(r.seed, "eval") if r.request_seeds else None
     sampled = pool.generate(prompts.ids, prompts.indices(), Sampling(e.n, e.temperature, r.top_p, r.max_new_tokens,
-                                                                     tuple(r.stop)))
+                                                                     tuple(r.stop), seed))
     votes = score_answers(sampled, prompts, cfg.reward)
     greedy = [None] * len(sampled)
     if e.greedy:

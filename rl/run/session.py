@@ -260,4 +260,5 @@ def start_pool(cfg: Config, spec: EngineSpec, pg, p: Plan, trainer, version: int
     top_k = (trainer.top_k() or 0) if trainer is not None and r.capture_routing else 0
     return RolloutPool(spec, actor_options=[actor_options(pg, b, p) for b in p.engine_bundles],
                        capture_routing_top_k=top_k, max_restarts=r.max_engine_restarts,
-                       restart_timeout_s=cfg.cluster.timeout_s, shared_memory=r.shared_memory_sync, version=version)
+                       restart_timeout_s=cfg.cluster.timeout_s, shared_memory=r.shared_memory_sync, version=version,
+                       call_timeout_s=r.call_timeout_s)
