@@ -32,6 +32,7 @@ def create_engine(spec: EngineSpec):
     register()  # the `purerl` backend, before the engine looks its backend up
     gpu_only = {}  # on CPU, vLLM refuses sleep mode and has no Model Runner V2
     gpu_only.update(cpu_mla_settings(spec))
+    gpu_only.update(cpu_seed_settings(spec))
     if spec.sleep_mode:
         gpu_only["enable_sleep_mode"] = True
     if spec.native_routing:
@@ -55,6 +56,16 @@ def create_engine(spec: EngineSpec):
         worker_extension_cls=EXTENSION,
         **gpu_only,
     )
+
+
+def cpu_seed_settings(spec: EngineSpec) -> dict:
+    """On CPU, whole prefills: after a chunk of a prefill vLLM rewinds the request's generator, which a seeded
+    request's CPU generator cannot do ("CPU Generator does not use offset"; rollout.request_seeds)."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return {}
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(spec.max_model_len, 2048)}
 
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM 0.32's allowed max_lora_rank values
