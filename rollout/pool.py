@@ -16,6 +16,7 @@ can hold it), the shard goes to the surviving engines; when none survive, `Engin
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -55,15 +56,18 @@ class Pending:
 class RolloutPool:
     def __init__(self, spec: EngineSpec, *, actor_options: list[dict], shared_memory: bool,
                  capture_routing_top_k: int = 0, max_restarts: int = 3, restart_timeout_s: float = 120.0,
-                 version: int = 0, call_timeout_s: float = 1800.0):
+                 version: int = 0, call_timeout_s: float = 1800.0, base_path: str | None = None):
         """`actor_options`: Ray options per engine (resources and placement bundle, rl.run.placement).
         `shared_memory`: `purerl`-backend engines on this node get the weights through /dev/shm.
         `version`: the weight version the engines start at (the step of the checkpoint in `spec.model_path`).
         `call_timeout_s`: an engine that has not answered a call (a generation, a sync) by then is taken for hung:
-        killed, and replaced as a dead one."""
+        killed, and replaced as a dead one. `base_path`: the model an engine restarted after a sync starts from
+        before it loads the last weights sent (the checkpoint in `spec.model_path` that a resumed run started from
+        may be deleted by then: run.keep_last); default `spec.model_path`."""
         self.spec, self.capture_routing_top_k = spec, capture_routing_top_k
         self.options = list(actor_options)
         self.max_restarts, self.restart_timeout_s, self.call_timeout_s = max_restarts, restart_timeout_s, call_timeout_s
+        self.base_path = base_path
         self.restarts = 0
         self.hangs = 0  # engines killed for missing rollout.call_timeout_s
         self.deaths: list[tuple[str, int]] = []  # (the call that found it dead, engine slot)
@@ -82,8 +86,10 @@ class RolloutPool:
         self.sleeps = 0  # times the colocated engines slept for the trainer
 
     def _start(self, rank: int):
-        return RolloutWorker.options(**self.options[rank]).remote(self.spec, rank, self.capture_routing_top_k,
-                                                                  self.version)
+        spec = self.spec
+        if self.weights is not None and self.base_path:  # it loads every weight anyway: start from what stays
+            spec = dataclasses.replace(spec, model_path=self.base_path)
+        return RolloutWorker.options(**self.options[rank]).remote(spec, rank, self.capture_routing_top_k, self.version)
 
     def live(self) -> list[int]:
         return [i for i, w in enumerate(self.workers) if w is not None]

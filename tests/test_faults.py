@@ -1,6 +1,7 @@
 """Faults on real Ray actors and vLLM engines: a rollout engine killed mid-generation, or one frozen past
 rollout.call_timeout_s, costs no prompt."""
 
+import dataclasses
 import os
 import signal
 import threading
@@ -70,7 +71,10 @@ def test_engine_killed_then_one_frozen_mid_generation_cost_no_prompt(tmp_path, c
                  for w in s.pool.workers]
         assert drawn[0] == drawn[1] and len({tuple(t) for t in drawn[0]}) > 1
 
-        # step 2: engine 1 freezes mid-generation (SIGSTOP); the pool kills it at the deadline and sends its shard again
+        # step 2: engine 1 freezes mid-generation (SIGSTOP); the pool kills it at the deadline and sends its shard
+        # again. The folder the engines started from is gone (as a resumed run's checkpoint after run.keep_last):
+        # the new engine starts from the base model and loads the last weights synced
+        s.pool.spec = dataclasses.replace(s.pool.spec, model_path=str(tmp_path / "a-deleted-checkpoint"))
         frozen = ray.get(s.pool.workers[1].pid.remote())
         sent: list[float] = []
         freezer = kill_when_busy(frozen, busy_s=0.3, sig=signal.SIGSTOP, sent=sent)
@@ -83,5 +87,6 @@ def test_engine_killed_then_one_frozen_mid_generation_cost_no_prompt(tmp_path, c
         assert found[0].created - sent[0] < DEADLINE_S + 30  # detected within the deadline (counted from submission)
         assert ray.get(s.pool.workers[1].pid.remote()) != frozen
         assert metrics["data/indices"] == s.train.take(undisturbed.next(32)).indices()
+        assert metrics["rollout/logprob_abs_diff_mean"] < 1e-4  # the new engine's shard came from the synced weights
     finally:
         s.close()

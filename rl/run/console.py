@@ -1,9 +1,11 @@
-"""What a run prints, and where everything else goes: purerl's own lines reach the console; vLLM's, Ray's,
-transformers' and torch's output goes to <run dir>/logs/ (unless log.verbose), the engines' and trainer ranks'
-included (each actor writes its own file there, rollout/logfile.py)."""
+"""What a run prints, and where everything else goes: purerl's own lines reach the console (its packages'
+warnings too: an engine restarted, a reward worker replaced); vLLM's, Ray's, transformers' and torch's output goes
+to <run dir>/logs/ (unless log.verbose), the engines' and trainer ranks' included (each actor writes its own file
+there, rollout/logfile.py)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -25,6 +27,14 @@ class Console:
 
 CONSOLE = Console()
 say = CONSOLE.say
+OWN_LOGGERS = ("rl", "rollout", "rewards")
+
+
+class SayHandler(logging.Handler):
+    """purerl's own warnings, said on the console like its other lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say(self.format(record))
 
 
 @contextmanager
@@ -46,9 +56,14 @@ def third_party_to(log_dir: Path | None) -> Iterator[None]:
     os.close(log)
     CONSOLE.stream, previous_env = console, os.environ.get(LOG_DIR_ENV)
     os.environ[LOG_DIR_ENV] = str(log_dir.resolve())
+    handler = SayHandler(logging.WARNING)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).addHandler(handler)
     try:
         yield
     finally:
+        for name in OWN_LOGGERS:
+            logging.getLogger(name).removeHandler(handler)
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)

@@ -88,7 +88,7 @@ class Session:
         pg = reserve(p.bundles, cfg.cluster.strategy, cfg.cluster.timeout_s)
         trainer = start_trainer(cfg, weights or model_path, model_path, pg, p) if trainable else None
         spec = engine_spec(cfg, model_path if engines_from_base else weights or model_path, longest, backend)
-        pool = start_pool(cfg, spec, pg, p, trainer, version)
+        pool = start_pool(cfg, spec, pg, p, trainer, version, model_path)
         sender = make_sender(cfg, trainer, pool, backend) if trainable else None
         return cls(cfg, model_path, tokenizer, train, held_out, eval_sets, pool, trainer, pg, sender)
 
@@ -253,12 +253,12 @@ def engine_spec(cfg: Config, weights: str, longest_prompt: int, backend: str) ->
                       lora_rank=cfg.model.lora.rank if cfg.model.lora.rank and r.lora_sync == "adapter" else 0)
 
 
-def start_pool(cfg: Config, spec: EngineSpec, pg, p: Plan, trainer, version: int) -> RolloutPool:
+def start_pool(cfg: Config, spec: EngineSpec, pg, p: Plan, trainer, version: int, base_path: str) -> RolloutPool:
     """The engines in their placement bundles, holding weight version `version`; they capture routing when the
-    policy is an MoE (and asked to)."""
+    policy is an MoE (and asked to). One restarted after a sync starts from `base_path` and loads the weights."""
     r = cfg.rollout
     top_k = (trainer.top_k() or 0) if trainer is not None and r.capture_routing else 0
     return RolloutPool(spec, actor_options=[actor_options(pg, b, p) for b in p.engine_bundles],
                        capture_routing_top_k=top_k, max_restarts=r.max_engine_restarts,
                        restart_timeout_s=cfg.cluster.timeout_s, shared_memory=r.shared_memory_sync, version=version,
-                       call_timeout_s=r.call_timeout_s)
+                       call_timeout_s=r.call_timeout_s, base_path=base_path)
