@@ -1,0 +1,188 @@
+"""The multi-turn rollout of tool-integrated reasoning, on token ids.
+
+The format is plain text, for base models (ToRL, ZeroTIR): the policy writes a fenced block (`` ```python ``), closes
+it, and opens an output block (`` ```output ``); the engine stops on that opening, the code runs in a tool, and the
+output block ("\\n<output>\\n```\\n") is appended; generation resumes. After `max_calls` calls the stop is dropped and
+further code is not run.
+
+Token in, token out: the ids the engine sampled are kept verbatim (only the code is decoded, to run it), the tool's
+output is encoded once, and every turn is checked: the request's prompt ids plus its output ids must equal the
+trajectory's ids (`TokenDrift` otherwise, an error, not a warning), and the mask (1: the policy sampled the token,
+0: a tool wrote it) sums to the number of sampled tokens. That holds when a stop string ends inside a token: the
+token is kept whole.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from rollout.tools import Tool, ToolLimits, ToolResult, call_tool
+
+
+class TokenDrift(AssertionError):
+    """A trajectory's ids differ from what the engine was given and sampled: the trainer would score a sequence
+    the policy never produced."""
+
+
+@dataclass(frozen=True)
+class TurnFormat:
+    """How a call is written: the block that holds the code, and the output block the engine stops on."""
+
+    code_open: str = "```python\n"
+    code_close: str = "```"
+    output_open: str = "```output"  # the stop string: the policy asks for the output here
+    output_close: str = "\n```\n"
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One engine request's answer: the sampled ids, their logprobs, and why it stopped ("stop" with the stop
+    string that fired, or "length")."""
+
+    token_ids: Sequence[int]
+    logprobs: Sequence[float]
+    finish_reason: str
+    stop_reason: str | None = None
+
+
+@dataclass
+class Trajectory:
+    prompt_ids: list[int]
+    ids: list[int] = field(default_factory=list)  # everything after the prompt: sampled and tool tokens
+    mask: list[int] = field(default_factory=list)  # 1: sampled by the policy, 0: written by a tool
+    logprobs: list[float] = field(default_factory=list)  # the engine's, 0.0 on tool tokens
+    versions: list[int] = field(default_factory=list)  # the weight version of each sampled token (-1 on tool tokens)
+    calls: list[ToolResult] = field(default_factory=list)
+    finish_reason: str = ""
+    void_turn: bool = False  # a turn that asked for output with no complete code block before it
+
+    @property
+    def full(self) -> list[int]:
+        return self.prompt_ids + self.ids
+
+    @property
+    def generated(self) -> int:
+        return sum(self.mask)
+
+
+def take_turn(t: Trajectory, request: Sequence[int], turn: Turn, version: int) -> None:
+    """Appends a sampled turn after checking that the engine was given exactly the trajectory's ids."""
+    if list(request) != t.full:
+        raise TokenDrift(f"the engine was given {len(request)} ids that are not the trajectory's {len(t.full)}")
+    t.ids += turn.token_ids
+    t.mask += [1] * len(turn.token_ids)
+    t.logprobs += turn.logprobs
+    t.versions += [version] * len(turn.token_ids)
+    check(t, list(request) + list(turn.token_ids))
+
+
+def check(t: Trajectory, engine_ids: Sequence[int]) -> None:
+    """The identity the trainer relies on, after every turn: `engine_ids` (the last request's prompt ids plus its
+    output ids) equal the trajectory's, and the mask counts the sampled tokens."""
+    if list(engine_ids) != t.full:
+        raise TokenDrift(f"the trajectory's ids differ from the engine's at position "
+                         f"{next((i for i, (a, b) in enumerate(zip(engine_ids, t.full)) if a != b), min(len(engine_ids), len(t.full)))}")
+    if not len(t.ids) == len(t.mask) == len(t.logprobs) == len(t.versions):
+        raise TokenDrift(f"per-token records disagree: {len(t.ids)} ids, {len(t.mask)} mask, {len(t.logprobs)} logprobs")
+
+
+def code_of(text: str, fmt: TurnFormat) -> str | None:
+    """The code of the last complete block in a turn that stopped on the output opening (which may end inside the
+    turn's last token, so text can follow it), or None: a void turn."""
+    stop = text.rfind(fmt.output_open)
+    body = (text[:stop] if stop >= 0 else text).rstrip()
+    if not body.endswith(fmt.code_close):
+        return None
+    start = body.rfind(fmt.code_open, 0, len(body) - len(fmt.code_close))
+    if start < 0:
+        return None
+    return body[start + len(fmt.code_open): len(body) - len(fmt.code_close)]
+
+
+def clip(ids: list[int], max_tokens: int, marker: list[int]) -> list[int]:
+    """At most `max_tokens` of `ids`: the head and the tail, `marker` between them, when it is too long."""
+    if len(ids) <= max_tokens:
+        return ids
+    room = max(0, max_tokens - len(marker))
+    head = room - room // 2
+    return ids[:head] + marker[: max_tokens - room] + (ids[len(ids) - room // 2:] if room // 2 else [])
+
+
+def output_text(result: ToolResult, fmt: TurnFormat) -> str:
+    return "\n" + result.text.rstrip("\n") + fmt.output_close
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    tool: Tool
+    limits: ToolLimits = ToolLimits()
+    fmt: TurnFormat = TurnFormat()
+    max_calls: int = 4
+    max_output_tokens: int = 256
+    concurrency: int = 8
+
+
+Generate = Callable[[list[list[int]], list[list[str]], list[int]], list[tuple[Turn, int]]]
+"""(requests, each request's extra stop strings, each request's token budget) -> (turn, weight version) each."""
+
+
+def run_turns(prompts: list[list[int]], generate: Generate, tokenizer, s: ToolSettings, max_model_len: int,
+              ) -> list[Trajectory]:
+    """One trajectory per prompt, generated turn by turn: each round sends every open trajectory to the engine,
+    then runs the calls it asked for concurrently (`s.concurrency`) and appends their output, until every
+    trajectory has ended (a stop without a call, `max_calls` reached, a void turn, or no room left: "length")."""
+    trajectories = [Trajectory(list(p)) for p in prompts]
+    open_ = list(trajectories)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=s.concurrency, thread_name_prefix="purerl-tool") as pool:
+        while open_:
+            asking = sample_round(open_, generate, tokenizer, s, max_model_len)
+            answer_calls(asking, pool, tokenizer, s, max_model_len)
+            open_ = [t for t, _ in asking if not t.finish_reason]
+    return trajectories
+
+
+def sample_round(open_: list[Trajectory], generate: Generate, tokenizer, s: ToolSettings, max_model_len: int,
+                 ) -> list[tuple[Trajectory, str]]:
+    """One engine round; returns the trajectories that asked for a call, with their code."""
+    requests = [t.full for t in open_]
+    stops = [[s.fmt.output_open] if len(t.calls) < s.max_calls else [] for t in open_]
+    budgets = [max_model_len - len(r) for r in requests]
+    asking = []
+    for t, request, (turn, version) in zip(open_, requests, generate(requests, stops, budgets)):
+        take_turn(t, request, turn, version)
+        if turn.finish_reason != "stop" or turn.stop_reason != s.fmt.output_open:
+            t.finish_reason = turn.finish_reason
+            continue
+        code = code_of(tokenizer.decode(turn.token_ids), s.fmt)
+        if code is None:
+            t.finish_reason, t.void_turn = "stop", True
+            continue
+        asking.append((t, code))
+    return asking
+
+
+def answer_calls(asking: list[tuple[Trajectory, str]], pool: concurrent.futures.Executor, tokenizer, s: ToolSettings,
+                 max_model_len: int) -> None:
+    """Runs the calls at once; each output (cut to `max_output_tokens`, and to the room left) joins its
+    trajectory with mask 0. A call past its wall limit is given up on: its text says it timed out."""
+    futures = [pool.submit(call_tool, s.tool, code, s.limits) for _, code in asking]
+    marker = tokenizer.encode("\n...\n", add_special_tokens=False)
+    for (t, _), future in zip(asking, futures):
+        began = time.monotonic()
+        try:
+            result = future.result(timeout=s.limits.wall_s + 1.0)
+        except concurrent.futures.TimeoutError:
+            result = ToolResult(f"TimeoutError: the code ran past {s.limits.wall_s:g} s", "timeout",
+                                time.monotonic() - began)
+        t.calls.append(result)
+        ids = clip(tokenizer.encode(output_text(result, s.fmt), add_special_tokens=False), s.max_output_tokens, marker)
+        room = max_model_len - len(t.full)
+        t.ids += ids[:room]
+        t.mask += [0] * len(ids[:room])
+        t.logprobs += [0.0] * len(ids[:room])
+        t.versions += [-1] * len(ids[:room])
+        if len(ids) >= room:
+            t.finish_reason = "length"

@@ -1,0 +1,173 @@
+"""The multi-turn rollout of tool calls (rollout/tools/turns.py) on token ids, with the real `python` tool in the
+real sandbox and the tiny model's real tokenizer. The engine is scripted here (a test about the loop, not about
+vLLM): each trajectory's turns are fixed token ids, so token identity, masks, call limits and void turns can be
+checked exactly."""
+
+import time
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from rollout.tools import ToolLimits, ToolResult, get_tool
+from rollout.tools.turns import (
+    TokenDrift,
+    ToolSettings,
+    Trajectory,
+    Turn,
+    TurnFormat,
+    clip,
+    code_of,
+    run_turns,
+    take_turn,
+)
+
+TOK = AutoTokenizer.from_pretrained("models/tiny-moe-base")
+FMT = TurnFormat()
+
+
+def ids(text: str) -> list[int]:
+    return TOK.encode(text, add_special_tokens=False)
+
+
+def asking(text: str) -> list[int]:
+    """`text` then "```output", its last token "t " (a merge of the tokenizer): the stop string ends inside it."""
+    assert (text + "```outpu").endswith("```outpu")
+    return ids(text + "```outpu") + ids("t ")
+
+
+class Scripted:
+    """The engine's part: hands out each trajectory's next turn, honouring the stop strings it is given (a turn that
+    asks for a call when the stop is dropped runs on to its end, as vLLM would), and records every request."""
+
+    def __init__(self, script: list[list[list[int]]]):
+        self.script, self.requests, self.stops = [list(s) for s in script], [], []
+
+    def __call__(self, requests, stops, budgets):
+        out = []
+        for request, stop, budget in zip(requests, stops, budgets):
+            i = next(k for k, s in enumerate(self.script) if request[: len(PROMPTS[k])] == PROMPTS[k])
+            self.requests.append((i, list(request)))
+            self.stops.append((i, list(stop)))
+            turn = self.script[i].pop(0)
+            fired = FMT.output_open in stop and FMT.output_open in TOK.decode(turn)
+            out.append((Turn(turn[:budget], [-0.5] * len(turn[:budget]), "stop" if len(turn) <= budget else "length",
+                             FMT.output_open if fired else None), 7))
+        return out
+
+
+PROMPTS = [ids("Q1: 12*34?\n"), ids("Q2: loop\n"), ids("Q3: calls\n"), ids("Q4: void\n")]
+
+
+def settings(**kw) -> ToolSettings:
+    return ToolSettings(**{"tool": get_tool("python"), "limits": ToolLimits(wall_s=2.0), "max_calls": 2, **kw})
+
+
+def test_a_call_runs_and_every_trajectory_keeps_the_sampled_ids():
+    first = asking("Let me compute.\n```python\nprint(12*34)\n```\n")
+    loop = asking("```python\nwhile True: pass\n```\n")
+    again = asking("```python\nprint(1)\n```\n")
+    void = asking("```python\nprint(1)\n")  # the block is never closed
+    script = [[first, ids("So 408.")], [loop, ids("It hangs.")], [again, again, again + ids("done")], [void]]
+    engine = Scripted(script)
+    t0 = time.monotonic()
+    got = run_turns(PROMPTS, engine, TOK, settings(), max_model_len=512)
+    spent = time.monotonic() - t0
+
+    a, b, c, d = got
+    # the tool's output joined with mask 0 after the sampled ids, which are kept whole (the stop ended inside "t ")
+    tool = ids("\n408" + FMT.output_close)
+    assert a.ids == first + tool + ids("So 408.") and a.calls[0].text == "408\n" and a.calls[0].status == "ok"
+    assert a.mask == [1] * len(first) + [0] * len(tool) + [1] * len(ids("So 408."))
+    assert a.generated == len(first) + len(ids("So 408.")) and a.versions.count(-1) == len(tool)
+    assert a.logprobs == [-0.5] * len(first) + [0.0] * len(tool) + [-0.5] * len(ids("So 408."))
+    # every request after the first was the trajectory itself: the last request's prompt plus output is a.full
+    last = [r for i, r in engine.requests if i == 0][-1]
+    assert last + ids("So 408.") == a.full
+    # `while True: pass` comes back as a timeout message within timeout_s + 1 s, and the rollout goes on
+    assert b.calls[0].status == "timeout" and "ran past 2 s" in b.calls[0].text and b.finish_reason == "stop"
+    assert spent < 2.0 + 1.0 + 2.0  # the hung call and the others ran at once
+    # call number max_calls + 1 is not run: the third request had no stop string, and its code stayed text
+    assert len(c.calls) == 2 and [s for i, s in engine.stops if i == 2] == [["```output"], ["```output"], []]
+    assert c.ids[-len(ids("done")):] == ids("done") and c.finish_reason == "stop"
+    # an unclosed block before the output opening is a void turn: no call, the trajectory ends
+    assert d.void_turn and d.calls == [] and d.mask == [1] * len(void)
+
+
+def test_decoding_and_encoding_again_trips_the_identity_check():
+    # the policy sampled "t" and " " apart; the tokenizer's own encoding merges them into "t "
+    sampled = ids("Le") + ids("t") + ids(" ") + ids("me")
+    t = Trajectory(ids("Q: "))
+    take_turn(t, t.full, Turn(sampled, [-1.0] * len(sampled), "stop"), 0)
+    re_encoded = ids(TOK.decode(t.full))
+    assert re_encoded != t.full and TOK.decode(re_encoded) == TOK.decode(t.full)
+    with pytest.raises(TokenDrift, match="not the trajectory's"):
+        take_turn(t, re_encoded, Turn(ids("x"), [-1.0], "stop"), 0)
+
+
+def test_tool_output_is_cut_by_tokens_to_head_and_tail_and_to_the_room_left():
+    assert clip(list(range(10)), 6, [-1]) == [0, 1, 2, -1, 8, 9]
+    assert clip(list(range(4)), 6, [-1]) == [0, 1, 2, 3]
+    script = [[asking("```python\nprint('x' * 400)\n```\n"), ids("end")]] + [[ids("a")]] * 3
+    got = run_turns(PROMPTS, Scripted(script), TOK, settings(max_output_tokens=20), max_model_len=512)[0]
+    tool = [x for x, m in zip(got.ids, got.mask) if m == 0]
+    assert len(tool) == 20 and TOK.decode(tool).endswith("x" + FMT.output_close)
+    # no room left after the call: the trajectory ends with finish reason "length", within max_model_len
+    short = run_turns(PROMPTS, Scripted(script), TOK, settings(), max_model_len=len(PROMPTS[0]) + len(script[0][0]) + 5)[0]
+    assert short.finish_reason == "length" and len(short.full) == len(PROMPTS[0]) + len(script[0][0]) + 5
+
+
+def test_code_of_reads_the_last_closed_block():
+    assert code_of("x\n```python\nprint(1)\n```\n```output", FMT) == "print(1)\n"
+    assert code_of("```python\na=1\n```\n```python\nb=2\n```\n```output", FMT) == "b=2\n"
+    assert code_of("```python\nprint(1)\n```output", FMT) is None  # unclosed
+    assert code_of("no code\n```output", FMT) is None
+
+
+def test_128_calls_that_sleep_1_s_take_about_4_s_at_concurrency_32():
+    prompts = [ids(f"Q{i}\n") for i in range(128)]
+    call = asking("```python\nimport time; time.sleep(1)\n```\n")
+
+    def engine(requests, stops, budgets):
+        return [(Turn(call if stop else ids("ok"), [0.0] * len(call if stop else ids("ok")), "stop",
+                      FMT.output_open if stop else None), 0) for stop in stops]
+
+    t0 = time.monotonic()
+    got = run_turns(prompts, engine, TOK, settings(max_calls=1, concurrency=32), max_model_len=512)
+    spent = time.monotonic() - t0
+    assert all(len(t.calls) == 1 and t.calls[0].status == "ok" for t in got)
+    assert spent < 12, spent  # about 4 s of sleeping in 4 waves of 32; one after another would be 128 s
+
+
+def test_a_tool_that_raises_becomes_text():
+    def broken(code, limits):
+        raise RuntimeError("boom")
+
+    script = [[asking("```python\n1\n```\n"), ids("a")]] + [[ids("a")]] * 3
+    got = run_turns(PROMPTS, Scripted(script), TOK, settings(tool=broken), max_model_len=512)[0]
+    assert got.calls == [ToolResult("tool error: RuntimeError: boom", "failed")]
+
+
+# ---- the code reward's attacks, through the tool: the policy's code sees what a graded program sees
+
+HELDOUT = "rl/tasks/code/data/heldout.jsonl"
+
+
+@pytest.mark.parametrize("code, said", [
+    (f"print(open({str(Path(HELDOUT).resolve())!r}).read()[:50])", "FileNotFoundError"),  # the hidden tests
+    ("import socket\ns = socket.create_connection(('1.1.1.1', 80), timeout=1)", "OSError"),  # no network
+    ("import os\nprint(os.environ.get('PURERL_TOOL_SECRET', 'unset'))", "unset"),
+    (f"import os\nprint(os.path.exists({str(Path.cwd())!r}), os.path.exists('/home'))", "False False"),  # the host's files
+    ("import os\nwhile True:\n    os.fork()", "BlockingIOError"),  # a fork bomb meets the process limit
+], ids=["hidden-tests", "network", "environment", "root", "fork-bomb"])
+def test_the_code_reward_attacks_fail_through_the_tool(code, said, monkeypatch):
+    monkeypatch.setenv("PURERL_TOOL_SECRET", "s3cret")
+    result = get_tool("python")(code, ToolLimits(wall_s=5.0))
+    assert said in result.text and "s3cret" not in result.text, result
+    assert Path(HELDOUT).read_text().startswith("{")  # the negative: the host reads it
+
+
+def test_a_file_written_by_the_tool_stays_in_the_sandbox(tmp_path):
+    target = tmp_path / "escaped"
+    result = get_tool("python")(f"open({str(target)!r}, 'w').write('x')\nprint('wrote')", ToolLimits())
+    assert not target.exists(), result
