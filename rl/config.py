@@ -142,6 +142,51 @@ class DataConfig:
         problem = check_template(self.template)
         require(problem is None, "template", problem or "")
 @dataclass
+class ToolsConfig:
+    """Tool calls mid-answer (tool-integrated reasoning; docs/tools.md): the policy writes a fenced code block and
+    opens an output block, the engine stops there, the tool runs the code, its output joins the context, and
+    generation goes on. Tool tokens are context, never trained on."""
+
+    name: str = ""
+    """A registered tool (`python`: the code runs in the code reward's sandbox); empty: no tools."""
+    max_calls: int = 4
+    """Calls per answer; after the last, the stop is dropped and further code is not run."""
+    max_output_tokens: int = 256
+    """A call's output in the context, in tokens: its head and tail when longer."""
+    timeout_s: float = 5.0
+    """A call's wall time; past it the call is killed and its output says it timed out."""
+    cpu_s: int = 5
+    """A call's CPU seconds."""
+    memory_mb: int = 512
+    """A call's memory."""
+    concurrency: int = 8
+    """Calls run at once, per engine."""
+    code_open: str = "```python\n"
+    """What opens the code block."""
+    code_close: str = "```"
+    """What closes it."""
+    output_open: str = "```output"
+    """What opens the output block: the engine's stop string."""
+    output_close: str = "\n```\n"
+    """What the appended output ends with."""
+
+    def __post_init__(self):
+        require(self.max_calls >= 1, "max_calls", "must be >= 1")
+        require(self.max_output_tokens >= 1, "max_output_tokens", "must be >= 1")
+        require(self.timeout_s > 0, "timeout_s", "must be > 0")
+        require(self.cpu_s >= 1 and self.memory_mb >= 16, "cpu_s", "and memory_mb must be >= 1 s and >= 16 MB")
+        require(self.concurrency >= 1, "concurrency", "must be >= 1")
+        require(bool(self.output_open), "output_open", "must not be empty: it is the stop string of a call")
+        if self.name:
+            from rollout.tools import TOOLS, get_tool
+
+            try:
+                get_tool(self.name)
+            except KeyError:
+                require(False, "name", f"unknown tool {self.name!r}; registered tools: {', '.join(TOOLS.names())}")
+
+
+@dataclass
 class RolloutConfig:
     num_engines: int = 1
     """Number of Ray actors, each holding one vLLM engine."""
@@ -200,6 +245,8 @@ class RolloutConfig:
     """With model.lora: `adapter` sends only the adapter's tensors and the engines apply it (vLLM's LoRA);
     `merged` sends the weights with the adapter merged in; `auto` is `adapter` where the engines can serve every
     targeted module, else `merged` (docs/lora.md)."""
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
+    """rollout.tools.*: tool calls mid-answer; off unless rollout.tools.name is set."""
     quantization: Literal["none", "fp8"] = "none"
     """`fp8`: the engines run the policy in FP8 (GPU) while the trainer stays in bf16; the mismatch metrics and
     algo.tis_cap correct for the gap."""
@@ -581,6 +628,8 @@ class Config:
                 "must be in 1..rollout.max_new_tokens")
         require(moe.routing_replay != "vllm" or r.capture_routing, "moe.routing_replay",
                 "=vllm needs rollout.capture_routing=true")
+        require(moe.routing_replay != "vllm" or not r.tools.name, "moe.routing_replay",
+                "=vllm cannot go with rollout.tools yet: routes are not captured across a tool call's turns")
         require(moe.routing_replay != "trainer" or a.old_logprobs == "trainer", "moe.routing_replay",
                 "=trainer needs algo.old_logprobs=trainer (that forward records the routing)")
         require((a.mini_batch_size or t.prompts_per_step * r.n) >= t.ranks, "algo.mini_batch_size",

@@ -19,7 +19,7 @@ from rl.batch.types import TokenBatch, TrainBatch
 from rl.collect import failures
 from rl.collect.collector import Collected, Collector
 from rl.collect.failures import RewardFailure, watch
-from rl.collect.generate import sampling
+from rl.collect.generate import sampling, tool_metrics
 from rl.collect.scoring import reward_metrics
 from rl.config import Config, ConfigError, load_config
 from rl.data.sampler import EpochSampler
@@ -71,6 +71,7 @@ def rl_step(s: Session, collector: Collector, step: int, samples: SampleLog | No
         **shaping,
         **({"time/reference": forwards.reference_s} if cfg.algo.kl_coef > 0 else {}),
         **response_metrics(tokens, collected.generate_s),
+        **(tool_metrics(collected.groups) if cfg.rollout.tools.name else {}),
         **result.metrics,
         **pre_update_gap(batch, result, cfg),
         "train/tokens": int(batch.attention_mask.sum()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -167,6 +168,61 @@ def generate_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[int],
             group.completions.append(Completion(list(c.token_ids), c.text, lps, c.finish_reason or "length", experts))
         groups.append(group)
     return groups
+
+
+def generate_tool_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[int], s: Sampling, offset: int,
+                         max_model_len: int) -> list[RolloutGroup]:
+    """Groups whose answers may call a tool mid-answer (s.tools; rollout/tools/turns.py): each of a prompt's n
+    answers is a trajectory of its own, generated turn by turn. Seeded, an answer's first turn draws what the
+    same answer draws without tools (vLLM seeds a request's n samples seed, seed + 1, ...), so the two agree until
+    the first call. Routing is not captured across turns."""
+    from rollout.tools.turns import Budget, run_turns, settings_of
+
+    seeds = [None if s.seed is None else request_seed(s.seed, offset + i) + j
+             for i in range(len(prompt_ids)) for j in range(s.n)]
+    tokenizer = llm.get_tokenizer()
+    trajectories = run_turns([list(p) for p in prompt_ids for _ in range(s.n)],
+                             _turn_generator(llm, s, seeds, weight_version(llm)), tokenizer, settings_of(s.tools),
+                             Budget(max_model_len, s.max_new_tokens))
+    groups = []
+    for i, (idx, ids) in enumerate(zip(prompt_indices, prompt_ids)):
+        group = RolloutGroup(prompt_index=idx, prompt_ids=list(ids), weight_version=weight_version(llm))
+        for t in trajectories[i * s.n: (i + 1) * s.n]:
+            group.completions.append(Completion(t.ids, tokenizer.decode(t.ids), t.logprobs, t.finish_reason,
+                                                tool_mask=t.mask, tool_calls=tuple(c.status for c in t.calls),
+                                                void_turn=t.void_turn))
+        groups.append(group)
+    return groups
+
+
+def _turn_generator(llm, s: Sampling, seeds: list[int | None], version: int):
+    """The engine's part of the loop: one request per open trajectory, its own stop strings and token budget,
+    seeded from the trajectory's seed and its turn."""
+    from vllm.inputs import TokensPrompt
+
+    from rollout.tools.turns import Turn
+
+    base = sampling_params(dataclasses.replace(s, n=1, tools=None))
+    turns = [0] * len(seeds)
+
+    def generate(requests, stops, budgets, keys):
+        params = []
+        for stop, budget, key in zip(stops, budgets, keys):
+            q = seeded(base, seeds[key] + 7919 * turns[key]) if seeds[key] is not None else base.clone()
+            q.stop, q.max_tokens = list(s.stop) + stop, budget
+            q.min_tokens = min(q.min_tokens, budget) if turns[key] == 0 else 0
+            turns[key] += 1
+            params.append(q)
+        outs = llm.generate([TokensPrompt(prompt_token_ids=r) for r in requests], params, use_tqdm=False)
+        return [(_turn(o.outputs[0], Turn), version) for o in outs]
+
+    return generate
+
+
+def _turn(c, turn_type):
+    lps = [step[tok].logprob for step, tok in zip(c.logprobs, c.token_ids)]
+    stop = c.stop_reason if isinstance(c.stop_reason, str) else None
+    return turn_type(list(c.token_ids), lps, c.finish_reason or "length", stop)
 
 
 def native_routing(completion, fed: int):

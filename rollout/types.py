@@ -28,6 +28,23 @@ class EngineSpec:
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """Tool calls mid-answer (rollout.tools; the loop: rollout/tools/turns.py)."""
+
+    name: str  # a registered tool (rollout.tools.register_tool)
+    max_calls: int = 4  # calls per answer; after the last, code is text
+    max_output_tokens: int = 256  # a call's output in the context, cut to head and tail
+    timeout_s: float = 5.0  # a call's wall time
+    cpu_s: int = 5
+    memory_mb: int = 512
+    concurrency: int = 8  # calls run at once, per engine
+    code_open: str = "```python\n"
+    code_close: str = "```"
+    output_open: str = "```output"  # the stop string of a call
+    output_close: str = "\n```\n"
+
+
+@dataclass(frozen=True)
 class Sampling:
     """How an engine samples a call's groups."""
 
@@ -41,6 +58,7 @@ class Sampling:
     # it was started (rollout.request_seeds). None: the engine's own random stream.
     seed: int | None = None
     min_new_tokens: int = 0  # EOS and stop strings are ignored before this many tokens (fixed-length benchmarks)
+    tools: ToolSpec | None = None  # answers may call a tool mid-answer
 
 
 @dataclass
@@ -53,6 +71,15 @@ class Completion:
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
     # (prompt_len + T - 1, layers, k) int16: the experts the engine routed every fed token to (MoE, capture on)
     routed_experts: torch.Tensor | None = None
+    # per token: 1 sampled by the policy, 0 written by a tool (rollout/tools); None: every token was sampled
+    tool_mask: list[int] | None = None
+    tool_calls: tuple[str, ...] = ()  # how each call ended: "ok", "error", "timeout", "failed"
+    void_turn: bool = False  # it asked for a call's output with no closed code block before
+
+    @property
+    def generated(self) -> int:
+        """The tokens the policy sampled (tool output excluded)."""
+        return len(self.token_ids) if self.tool_mask is None else sum(self.tool_mask)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import ray
 from rollout.engine import (
     create_engine,
     generate_groups,
+    generate_tool_groups,
     install_capture,
     request_seed,
     sampling_params,
@@ -45,7 +46,7 @@ class RolloutWorker:
     def __init__(self, spec: EngineSpec, rank: int, capture_routing_top_k: int = 0, version: int = 0):
         """`version`: the weight version the engine starts at (the step of the checkpoint it loads)."""
         log_to_file(f"engine-{rank}")  # a quiet run keeps vLLM's output in the run's logs/
-        self.rank = rank
+        self.rank, self.max_model_len = rank, spec.max_model_len
         self.llm = create_engine(spec)
         self.lora_request = None  # the adapter every generation uses (rollout.lora_sync=adapter), once one came
         self.adapter_dir = _adapter_scratch() if spec.lora_rank else None
@@ -58,6 +59,11 @@ class RolloutWorker:
     def generate(self, prompt_ids: list[list[int]], prompt_indices: list[int], sampling: Sampling,
                  offset: int = 0) -> list[RolloutGroup]:
         """`offset`: the position of the first prompt in the pool's call (its request seed, with sampling.seed)."""
+        if sampling.tools is not None:
+            groups = generate_tool_groups(self.llm, prompt_ids, prompt_indices, sampling, offset, self.max_model_len)
+            for g in groups:
+                g.engine = self.rank
+            return groups
         params = sampling_params(sampling)
         if sampling.seed is not None:
             params = [seeded(params, request_seed(sampling.seed, offset + i)) for i in range(len(prompt_ids))]

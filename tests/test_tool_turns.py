@@ -43,7 +43,7 @@ class Scripted:
     def __init__(self, script: list[list[list[int]]]):
         self.script, self.requests, self.stops = [list(s) for s in script], [], []
 
-    def __call__(self, requests, stops, budgets):
+    def __call__(self, requests, stops, budgets, keys):
         out = []
         for request, stop, budget in zip(requests, stops, budgets):
             i = next(k for k, s in enumerate(self.script) if request[: len(PROMPTS[k])] == PROMPTS[k])
@@ -71,7 +71,7 @@ def test_a_call_runs_and_every_trajectory_keeps_the_sampled_ids():
     script = [[first, ids("So 408.")], [loop, ids("It hangs.")], [again, again, again + ids("done")], [void]]
     engine = Scripted(script)
     t0 = time.monotonic()
-    got = run_turns(PROMPTS, engine, TOK, settings(), max_model_len=512)
+    got = run_turns(PROMPTS, engine, TOK, settings(), 512)
     spent = time.monotonic() - t0
 
     a, b, c, d = got
@@ -109,11 +109,11 @@ def test_tool_output_is_cut_by_tokens_to_head_and_tail_and_to_the_room_left():
     assert clip(list(range(10)), 6, [-1]) == [0, 1, 2, -1, 8, 9]
     assert clip(list(range(4)), 6, [-1]) == [0, 1, 2, 3]
     script = [[asking("```python\nprint('x' * 400)\n```\n"), ids("end")]] + [[ids("a")]] * 3
-    got = run_turns(PROMPTS, Scripted(script), TOK, settings(max_output_tokens=20), max_model_len=512)[0]
+    got = run_turns(PROMPTS, Scripted(script), TOK, settings(max_output_tokens=20), 512)[0]
     tool = [x for x, m in zip(got.ids, got.mask) if m == 0]
     assert len(tool) == 20 and TOK.decode(tool).endswith("x" + FMT.output_close)
     # no room left after the call: the trajectory ends with finish reason "length", within max_model_len
-    short = run_turns(PROMPTS, Scripted(script), TOK, settings(), max_model_len=len(PROMPTS[0]) + len(script[0][0]) + 5)[0]
+    short = run_turns(PROMPTS, Scripted(script), TOK, settings(), len(PROMPTS[0]) + len(script[0][0]) + 5)[0]
     assert short.finish_reason == "length" and len(short.full) == len(PROMPTS[0]) + len(script[0][0]) + 5
 
 
@@ -128,14 +128,14 @@ def test_128_calls_that_sleep_1_s_take_about_4_s_at_concurrency_32():
     prompts = [ids(f"Q{i}\n") for i in range(128)]
     call = asking("```python\nimport time; time.sleep(1)\n```\n")
 
-    def engine(requests, stops, budgets):
+    def engine(requests, stops, budgets, keys):
         return [(Turn(call if stop else ids("ok"), [0.0] * len(call if stop else ids("ok")), "stop",
                       FMT.output_open if stop else None), 0) for stop in stops]
 
     t0 = time.monotonic()
     # the wall limit counts the sandbox's start too: 32 interpreters starting at once on 2 busy cores take seconds
     got = run_turns(prompts, engine, TOK, settings(max_calls=1, concurrency=32, limits=ToolLimits(wall_s=10.0)),
-                    max_model_len=512)
+                    512)
     spent = time.monotonic() - t0
     assert [t.calls[0].status for t in got] == ["ok"] * 128, [t.calls[0] for t in got if t.calls[0].status != "ok"][:3]
     assert spent < 40, spent  # about 4 s of sleeping in 4 waves of 32 (5.5 s measured); one after another, 128 s
@@ -146,7 +146,7 @@ def test_a_tool_that_raises_becomes_text():
         raise RuntimeError("boom")
 
     script = [[asking("```python\n1\n```\n"), ids("a")]] + [[ids("a")]] * 3
-    got = run_turns(PROMPTS, Scripted(script), TOK, settings(tool=broken), max_model_len=512)[0]
+    got = run_turns(PROMPTS, Scripted(script), TOK, settings(tool=broken), 512)[0]
     assert got.calls == [ToolResult("tool error: RuntimeError: boom", "failed")]
 
 

@@ -1,4 +1,5 @@
-"""Rollout groups -> the padded TokenBatch: prompt + completion per sample, with the sampler's logprobs."""
+"""Rollout groups -> the padded TokenBatch: prompt + completion per sample, with the sampler's logprobs. Tokens a
+tool wrote are in the sequence (context) but not in the response mask, nor in the response's length."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ def build_tokens(groups: list[RolloutGroup], pad_id: int) -> TokenBatch:
         attention_mask[i, : p + r] = 1
         # the response token at position p + j is predicted at column p + j - 1
         logps[i, p - 1 : p - 1 + r] = torch.tensor(c.logprobs, dtype=torch.float32)
-        response[i, p - 1 : p - 1 + r] = True
-        lengths[i] = r
+        # tool output (rollout/tools) is context, not trained on: the loss, KL, entropy and TIS see sampled tokens
+        response[i, p - 1 : p - 1 + r] = True if c.tool_mask is None else torch.tensor(c.tool_mask, dtype=torch.bool)
+        lengths[i] = c.generated
     truncated = torch.tensor([c.finish_reason == "length" for _, c in seqs])
     return TokenBatch(input_ids, attention_mask, response, logps, lengths, truncated,
                       _sampler_experts([c for _, c in seqs], L))

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
 
 from rl.collect.scoring import ScoredGroups, score_groups
-from rl.config import RewardConfig, RolloutConfig
+from rl.config import RewardConfig, RolloutConfig, ToolsConfig
 from rl.data.prompts import PromptSet
-from rollout.types import RolloutGroup, Sampling
+from rollout.types import RolloutGroup, Sampling, ToolSpec
 
 
 def sampling(rollout: RolloutConfig, n: int, *key) -> Sampling:
@@ -18,7 +19,27 @@ def sampling(rollout: RolloutConfig, n: int, *key) -> Sampling:
     requests are seeded from (rollout.seed, key): the same call draws the same samples from the same weights."""
     seed = call_seed(rollout.seed, *key) if rollout.request_seeds and key else None
     return Sampling(n=n, temperature=rollout.temperature, top_p=rollout.top_p, max_new_tokens=rollout.max_new_tokens,
-                    stop=tuple(rollout.stop), seed=seed, min_new_tokens=rollout.min_new_tokens)
+                    stop=tuple(rollout.stop), seed=seed, min_new_tokens=rollout.min_new_tokens,
+                    tools=tool_spec(rollout.tools))
+
+
+def tool_spec(tools: ToolsConfig) -> ToolSpec | None:
+    """What the engines need of rollout.tools; None when off."""
+    return ToolSpec(**dataclasses.asdict(tools)) if tools.name else None
+
+
+def tool_metrics(groups: list[RolloutGroup]) -> dict[str, float]:
+    """rollout.tools: how the step's answers used the tool (tokens: written by the tool, against all)."""
+    answers = [c for g in groups for c in g.completions]
+    calls = [status for c in answers for status in c.tool_calls]
+    tool_tokens = sum(len(c.token_ids) - c.generated for c in answers)
+    return {"tools/calls_per_answer": len(calls) / max(len(answers), 1),
+            "tools/call_rate": sum(bool(c.tool_calls) for c in answers) / max(len(answers), 1),
+            "tools/success_rate": calls.count("ok") / max(len(calls), 1),
+            "tools/timeout_rate": calls.count("timeout") / max(len(calls), 1),
+            "tools/void_rate": sum(c.void_turn for c in answers) / max(len(answers), 1),
+            "tools/tokens": tool_tokens,
+            "tools/token_share": tool_tokens / max(sum(len(c.token_ids) for c in answers), 1)}
 
 
 def call_seed(seed: int, *key) -> int:

@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from rollout.tools import Tool, ToolLimits, ToolResult, call_tool
+from rollout.tools import Tool, ToolLimits, ToolResult, call_tool, get_tool
+from rollout.types import ToolSpec
 
 
 class TokenDrift(AssertionError):
@@ -51,6 +52,7 @@ class Turn:
 @dataclass
 class Trajectory:
     prompt_ids: list[int]
+    key: int = 0  # its index in the call (its requests' seeds)
     ids: list[int] = field(default_factory=list)  # everything after the prompt: sampled and tool tokens
     mask: list[int] = field(default_factory=list)  # 1: sampled by the policy, 0: written by a tool
     logprobs: list[float] = field(default_factory=list)  # the engine's, 0.0 on tool tokens
@@ -125,33 +127,60 @@ class ToolSettings:
     concurrency: int = 8
 
 
-Generate = Callable[[list[list[int]], list[list[str]], list[int]], list[tuple[Turn, int]]]
-"""(requests, each request's extra stop strings, each request's token budget) -> (turn, weight version) each."""
+def settings_of(spec: ToolSpec) -> ToolSettings:
+    """The loop's settings from a Sampling's ToolSpec (the tool looked up by name)."""
+    fmt = TurnFormat(spec.code_open, spec.code_close, spec.output_open, spec.output_close)
+    return ToolSettings(get_tool(spec.name), ToolLimits(spec.timeout_s, spec.cpu_s, spec.memory_mb), fmt,
+                        max_calls=spec.max_calls, max_output_tokens=spec.max_output_tokens, concurrency=spec.concurrency)
 
 
-def run_turns(prompts: list[list[int]], generate: Generate, tokenizer, s: ToolSettings, max_model_len: int,
+Generate = Callable[[list[list[int]], list[list[str]], list[int], list[int]], list[tuple[Turn, int]]]
+"""(requests, each request's extra stop strings, its token budget, its trajectory's key) -> (turn, weight version)
+each."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a trajectory may grow: the engine's `max_model_len` (prompt and answer), and `max_new_tokens` for
+    the answer (sampled and tool tokens alike)."""
+
+    max_model_len: int
+    max_new_tokens: int | None = None
+
+    def room(self, t: Trajectory) -> int:
+        room = self.max_model_len - len(t.full)
+        return room if self.max_new_tokens is None else min(room, self.max_new_tokens - len(t.ids))
+
+
+def run_turns(prompts: list[list[int]], generate: Generate, tokenizer, s: ToolSettings, budget: Budget | int,
               ) -> list[Trajectory]:
     """One trajectory per prompt, generated turn by turn: each round sends every open trajectory to the engine,
     then runs the calls it asked for concurrently (`s.concurrency`) and appends their output, until every
-    trajectory has ended (a stop without a call, `max_calls` reached, a void turn, or no room left: "length")."""
-    trajectories = [Trajectory(list(p)) for p in prompts]
+    trajectory has ended (a stop without a call, `max_calls` reached, a void turn, or no room left: "length").
+    `budget`: a Budget, or the engine's max_model_len alone."""
+    budget = budget if isinstance(budget, Budget) else Budget(budget)
+    trajectories = [Trajectory(list(p), key=i) for i, p in enumerate(prompts)]
     open_ = list(trajectories)
     with concurrent.futures.ThreadPoolExecutor(max_workers=s.concurrency, thread_name_prefix="purerl-tool") as pool:
         while open_:
-            asking = sample_round(open_, generate, tokenizer, s, max_model_len)
-            answer_calls(asking, pool, tokenizer, s, max_model_len)
+            asking = sample_round(open_, generate, tokenizer, s, budget)
+            answer_calls(asking, pool, tokenizer, s, budget)
             open_ = [t for t, _ in asking if not t.finish_reason]
     return trajectories
 
 
-def sample_round(open_: list[Trajectory], generate: Generate, tokenizer, s: ToolSettings, max_model_len: int,
+def sample_round(open_: list[Trajectory], generate: Generate, tokenizer, s: ToolSettings, budget: Budget,
                  ) -> list[tuple[Trajectory, str]]:
     """One engine round; returns the trajectories that asked for a call, with their code."""
+    for t in open_:
+        if budget.room(t) <= 0:
+            t.finish_reason = "length"
+    open_ = [t for t in open_ if not t.finish_reason]
     requests = [t.full for t in open_]
     stops = [[s.fmt.output_open] if len(t.calls) < s.max_calls else [] for t in open_]
-    budgets = [max_model_len - len(r) for r in requests]
+    turns = generate(requests, stops, [budget.room(t) for t in open_], [t.key for t in open_]) if open_ else []
     asking = []
-    for t, request, (turn, version) in zip(open_, requests, generate(requests, stops, budgets)):
+    for t, request, (turn, version) in zip(open_, requests, turns):
         take_turn(t, request, turn, version)
         if turn.finish_reason != "stop" or turn.stop_reason != s.fmt.output_open:
             t.finish_reason = turn.finish_reason
@@ -165,7 +194,7 @@ def sample_round(open_: list[Trajectory], generate: Generate, tokenizer, s: Tool
 
 
 def answer_calls(asking: list[tuple[Trajectory, str]], pool: concurrent.futures.Executor, tokenizer, s: ToolSettings,
-                 max_model_len: int) -> None:
+                 budget: Budget) -> None:
     """Runs the calls at once; each output (cut to `max_output_tokens`, and to the room left) joins its
     trajectory with mask 0. A call past its wall limit is given up on: its text says it timed out."""
     futures = [pool.submit(call_tool, s.tool, code, s.limits) for _, code in asking]
@@ -179,7 +208,7 @@ def answer_calls(asking: list[tuple[Trajectory, str]], pool: concurrent.futures.
                                 time.monotonic() - began)
         t.calls.append(result)
         ids = clip(tokenizer.encode(output_text(result, s.fmt), add_special_tokens=False), s.max_output_tokens, marker)
-        room = max_model_len - len(t.full)
+        room = max(0, budget.room(t))
         t.ids += ids[:room]
         t.mask += [0] * len(ids[:room])
         t.logprobs += [0.0] * len(ids[:room])

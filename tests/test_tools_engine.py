@@ -1,0 +1,69 @@
+"""Tool calls through a real vLLM engine in a Ray actor (rollout/engine.py, generate_tool_groups). With no call,
+tools on draws what tools off draws, token for token. With a format the tiny arithmetic model writes (a call
+opens at "<think>" and asks for output at "="), calls run in the sandbox mid-answer, their output joins the
+answer with mask 0, and every turn passed the token-identity check (a drift raises in the engine)."""
+
+import json
+
+import pytest
+import ray
+from transformers import AutoTokenizer
+
+from rollout.types import EngineSpec, Sampling, ToolSpec
+from rollout.worker import RolloutWorker
+
+pytestmark = pytest.mark.engines
+MODEL = "models/tiny-moe-base"
+
+
+def test_tool_calls_in_a_real_engine():
+    tok = AutoTokenizer.from_pretrained(MODEL)
+    template = "A conversation. User: what is {}? Assistant: <think>"
+    prompts = [tok(template.format(q), add_special_tokens=False)["input_ids"] for q in ("12+7", "30+45", "8+13")]
+    plain = Sampling(n=4, temperature=1.0, top_p=1.0, max_new_tokens=48, stop=("</answer>",), seed=3)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    try:
+        worker = RolloutWorker.remote(EngineSpec(MODEL, max_model_len=128, threads=2), 0)
+        off = ray.get(worker.generate.remote(prompts, [0, 1, 2], plain))
+        quiet = ToolSpec("python", output_open="never written")  # the stop never fires: no call
+        on = ray.get(worker.generate.remote(prompts, [0, 1, 2], Sampling(**{**plain.__dict__, "tools": quiet})))
+        assert [[c.token_ids for c in g.completions] for g in on] == [[c.token_ids for c in g.completions] for g in off]
+        assert all(c.tool_mask == [1] * len(c.token_ids) and c.tool_calls == () for g in on for c in g.completions)
+
+        # the model writes "12+7=19": it stops at "=", the code (empty: no opening marker) runs in the sandbox and
+        # prints nothing, "\n" + "" + "|\n" joins with mask 0, and the model goes on
+        calls = ToolSpec("python", max_calls=2, code_open="", code_close="", output_open="=", output_close="|\n")
+        got = ray.get(worker.generate.remote(prompts, [0, 1, 2], Sampling(**{**plain.__dict__, "tools": calls})))
+    finally:
+        ray.shutdown()
+    answers = [c for g in got for c in g.completions]
+    called = [c for c in answers if c.tool_calls]
+    assert len(called) >= len(answers) // 2, [c.text for c in answers]
+    for c in called:
+        assert all(s in ("ok", "error") for s in c.tool_calls) and len(c.tool_calls) <= 2
+        tool = [t for t, m in zip(c.token_ids, c.tool_mask) if m == 0]
+        assert tool == tok("\n|\n", add_special_tokens=False)["input_ids"] * len(c.tool_calls)
+        assert c.logprobs[c.tool_mask.index(0)] == 0.0 and len(c.logprobs) == len(c.token_ids) == len(c.tool_mask)
+        assert c.text.count("|\n") == len(c.tool_calls)
+        assert len(c.token_ids) <= 48
+
+
+def test_a_run_with_tool_calls_trains_on_sampled_tokens_and_stays_in_parity(tmp_path):
+    """Two steps of the tiny config with calls at "=": the trainer scores every answer with the tool's tokens as
+    context, and the engine's logprobs of the tokens sampled after a call match the trainer's."""
+    from rl.config import load_config
+    from rl.train import train
+
+    cfg = load_config("configs/tiny.yaml", [
+        "rollout.tools.name=python", "rollout.tools.code_open=''", "rollout.tools.code_close=''", "rollout.tools.output_open='='",
+        "rollout.tools.output_close='|'", "rollout.tools.max_calls=2", "trainer.steps=2", "trainer.prompts_per_step=8",
+        "rollout.n=4", "rollout.max_new_tokens=48", "run.eval_before=false", "run.eval_after=false",
+        "run.save_checkpoint=false", "moe.routing_replay=off", f"run.dir={tmp_path}"])
+    train(cfg)
+    logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(m["tools/call_rate"] > 0.1 and m["tools/success_rate"] == 1.0 and m["tools/tokens"] > 0 for m in logged)
+    # the length counts sampled tokens only: tool tokens are on top of it
+    assert all(m["tools/token_share"] > 0 for m in logged)
+    assert all(m["rollout/logprob_abs_diff_mean"] < 1e-4 for m in logged), [m["rollout/logprob_abs_diff_mean"] for m in logged]
+    samples = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert any("=\n|" in s["completion"] for s in samples)  # the call and its (empty) output, as the trainer saw them
