@@ -161,6 +161,9 @@ class ToolsConfig:
     """A call's memory."""
     concurrency: int = 8
     """Calls run at once, per engine."""
+    drop_void_turns: bool = True
+    """SimpleTIR's filter: an answer with a void turn (it asked for a call's output with no closed code block
+    before) is masked out of the step's training; `tools/void_rate` counts them."""
     code_open: str = "```python\n"
     """What opens the code block."""
     code_close: str = "```"

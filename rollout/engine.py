@@ -190,7 +190,7 @@ def generate_tool_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[
         for t in trajectories[i * s.n: (i + 1) * s.n]:
             group.completions.append(Completion(t.ids, tokenizer.decode(t.ids), t.logprobs, t.finish_reason,
                                                 tool_mask=t.mask, tool_calls=tuple(c.status for c in t.calls),
-                                                void_turn=t.void_turn))
+                                                tool_seconds=tuple(c.wall_s for c in t.calls), void_turn=t.void_turn))
         groups.append(group)
     return groups
 

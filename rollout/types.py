@@ -74,6 +74,7 @@ class Completion:
     # per token: 1 sampled by the policy, 0 written by a tool (rollout/tools); None: every token was sampled
     tool_mask: list[int] | None = None
     tool_calls: tuple[str, ...] = ()  # how each call ended: "ok", "error", "timeout", "failed"
+    tool_seconds: tuple[float, ...] = ()  # each call's wall time
     void_turn: bool = False  # it asked for a call's output with no closed code block before
 
     @property

@@ -36,3 +36,25 @@ def test_tool_tokens_are_masked_out_of_the_loss_the_kl_and_the_length():
     ref = torch.full((2, 7), -1.0)
     kl = kl_penalty(logps, ref, "k3") * tokens.response_mask
     assert float(kl.sum()) == 0.0  # equal on every sampled token; the tool tokens' 10-nat gap is not counted
+
+
+def test_a_void_turn_is_masked_out_of_the_step():
+    from rl.collect.generate import Round, drop_void_turns
+    from rl.collect.scoring import ScoredGroups
+
+    answers = [Completion([1], "", [-1.0], "stop", void_turn=v) for v in (False, True, False, False)]
+    scored = ScoredGroups(torch.tensor([[1.0, 1.0], [0.0, 1.0]]), torch.ones(2, 2, dtype=torch.bool), {}, {})
+    r = drop_void_turns(Round([RolloutGroup(0, [5], answers[:2]), RolloutGroup(1, [6], answers[2:])], scored, 0.0, 0.0))
+    assert r.scored.valid.tolist() == [[True, False], [True, True]]
+    # the group left with one valid sample carries no signal; the other still does
+    assert r.scored.has_signal().tolist() == [False, True]
+
+
+def test_tools_and_the_engines_routing_replay_are_refused():
+    import pytest
+
+    from rl.config import load_config
+    from rl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="routes are not captured across"):
+        load_config("configs/tiny.yaml", ["rollout.tools.name=python", "moe.routing_replay=vllm"])

@@ -63,7 +63,7 @@ def test_a_run_with_tool_calls_trains_on_sampled_tokens_and_stays_in_parity(tmp_
     logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(m["tools/call_rate"] > 0.1 and m["tools/success_rate"] == 1.0 and m["tools/tokens"] > 0 for m in logged)
     # the length counts sampled tokens only: tool tokens are on top of it
-    assert all(m["tools/token_share"] > 0 for m in logged)
+    assert all(m["tools/token_share"] > 0 and 0 < m["tools/latency_p50_s"] <= m["tools/latency_p99_s"] < 5 for m in logged)
     assert all(m["rollout/logprob_abs_diff_mean"] < 1e-4 for m in logged), [m["rollout/logprob_abs_diff_mean"] for m in logged]
     samples = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert any("=\n|" in s["completion"] for s in samples)  # the call and its (empty) output, as the trainer saw them

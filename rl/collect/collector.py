@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from rl.collect.dynamic import Picked, keep_signal
-from rl.collect.generate import Round, check_versions, sampling, score_round
+from rl.collect.generate import Round, check_versions, drop_void_turns, sampling, score_round
 from rl.collect.scoring import ScoredGroups
 from rl.config import Config
 from rl.data.prompts import PromptSet
@@ -112,7 +112,7 @@ class Collector:
         t = time.perf_counter()
         groups = self.pool.generate(prompts.ids, prompts.indices(), self._sampling(self.step))
         check_versions(groups, self.step - 1, 0)
-        return score_round(groups, prompts, self.cfg.reward, time.perf_counter() - t)
+        return self._filtered(score_round(groups, prompts, self.cfg.reward, time.perf_counter() - t))
 
     def _launch(self) -> Prefetch:
         cursor = self.sampler.state_dict()
@@ -131,4 +131,8 @@ class Collector:
         self.settle()
         ahead, self._ahead = self._ahead, None
         check_versions(ahead.groups, self.step - 2, 1)  # generated while the last step trained
-        return score_round(ahead.groups, ahead.prompts, self.cfg.reward, ahead.wait_s)
+        return self._filtered(score_round(ahead.groups, ahead.prompts, self.cfg.reward, ahead.wait_s))
+
+    def _filtered(self, r: Round) -> Round:
+        tools = self.cfg.rollout.tools
+        return drop_void_turns(r) if tools.name and tools.drop_void_turns else r

@@ -7,6 +7,8 @@ import hashlib
 import time
 from dataclasses import dataclass
 
+import torch
+
 from rl.collect.scoring import ScoredGroups, score_groups
 from rl.config import RewardConfig, RolloutConfig, ToolsConfig
 from rl.data.prompts import PromptSet
@@ -25,7 +27,8 @@ def sampling(rollout: RolloutConfig, n: int, *key) -> Sampling:
 
 def tool_spec(tools: ToolsConfig) -> ToolSpec | None:
     """What the engines need of rollout.tools; None when off."""
-    return ToolSpec(**dataclasses.asdict(tools)) if tools.name else None
+    wanted = {f.name for f in dataclasses.fields(ToolSpec)}
+    return ToolSpec(**{k: v for k, v in dataclasses.asdict(tools).items() if k in wanted}) if tools.name else None
 
 
 def tool_metrics(groups: list[RolloutGroup]) -> dict[str, float]:
@@ -33,7 +36,8 @@ def tool_metrics(groups: list[RolloutGroup]) -> dict[str, float]:
     answers = [c for g in groups for c in g.completions]
     calls = [status for c in answers for status in c.tool_calls]
     tool_tokens = sum(len(c.token_ids) - c.generated for c in answers)
-    return {"tools/calls_per_answer": len(calls) / max(len(answers), 1),
+    seconds = torch.tensor([s for c in answers for s in c.tool_seconds] or [0.0])
+    return {"tools/latency_p50_s": float(seconds.quantile(0.5)), "tools/latency_p99_s": float(seconds.quantile(0.99)),"tools/calls_per_answer": len(calls) / max(len(answers), 1),
             "tools/call_rate": sum(bool(c.tool_calls) for c in answers) / max(len(answers), 1),
             "tools/success_rate": calls.count("ok") / max(len(calls), 1),
             "tools/timeout_rate": calls.count("timeout") / max(len(calls), 1),
@@ -76,6 +80,15 @@ def score_round(groups: list[RolloutGroup], prompts: PromptSet, reward: RewardCo
     t = time.perf_counter()
     scored = score_groups(groups, prompts.by_index(), reward)
     return Round(groups, scored, generate_s, time.perf_counter() - t)
+
+
+def drop_void_turns(r: Round) -> Round:
+    """SimpleTIR's filter (rollout.tools.drop_void_turns): an answer with a void turn (it asked for a call's output
+    with no closed code block before) is masked out of the step, like a sample whose verifier failed."""
+    void = torch.tensor([[c.void_turn for c in g.completions] for g in r.groups], dtype=torch.bool)
+    if not void.any():
+        return r
+    return dataclasses.replace(r, scored=dataclasses.replace(r.scored, valid=r.scored.valid & ~void.view_as(r.scored.valid)))
 
 
 def generate_round(pool, prompts: PromptSet, sampling: Sampling, reward: RewardConfig) -> Round:
