@@ -3,10 +3,9 @@ tools on draws what tools off draws, token for token. With a format the tiny ari
 opens at "<think>" and asks for output at "="), calls run in the sandbox mid-answer, their output joins the
 answer with mask 0, and every turn passed the token-identity check (a drift raises in the engine)."""
 
-import json
-
 import pytest
 import ray
+import torch
 from transformers import AutoTokenizer
 
 from rollout.types import EngineSpec, Sampling, ToolSpec
@@ -48,22 +47,43 @@ def test_tool_calls_in_a_real_engine():
         assert len(c.token_ids) <= 48
 
 
-def test_a_run_with_tool_calls_trains_on_sampled_tokens_and_stays_in_parity(tmp_path):
+def test_steps_with_tool_calls_stay_in_parity_and_a_skipped_sync_is_caught(tmp_path):
     """Two steps of the tiny config with calls at "=": the trainer scores every answer with the tool's tokens as
-    context, and the engine's logprobs of the tokens sampled after a call match the trainer's."""
+    context, and the engine's logprobs of the tokens sampled after a call match the trainer's (the per-step sync
+    check compares sampled tokens only). Its negative: an update the engines never got fails the check."""
+    from rl.batch.build import build_tokens
+    from rl.batch.types import TrainBatch
+    from rl.collect.collector import Collector
+    from rl.collect.generate import sampling
     from rl.config import load_config
-    from rl.train import train
+    from rl.data.sampler import EpochSampler
+    from rl.run.session import Session
+    from rl.sync.parity import max_logprob_gap
+    from rl.train import rl_step
+    from rl.trainer.update import policy_step, scoring_of
 
     cfg = load_config("configs/tiny.yaml", [
-        "rollout.tools.name=python", "rollout.tools.code_open=''", "rollout.tools.code_close=''", "rollout.tools.output_open='='",
-        "rollout.tools.output_close='|'", "rollout.tools.max_calls=2", "trainer.steps=2", "trainer.prompts_per_step=8",
-        "rollout.n=4", "rollout.max_new_tokens=48", "run.eval_before=false", "run.eval_after=false",
-        "run.save_checkpoint=false", "moe.routing_replay=off", f"run.dir={tmp_path}"])
-    train(cfg)
-    logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+        "rollout.tools.name=python", "rollout.tools.code_open=''", "rollout.tools.code_close=''",
+        "rollout.tools.output_open='='", "rollout.tools.output_close='|'", "rollout.tools.max_calls=2",
+        "trainer.prompts_per_step=8", "rollout.n=4", "rollout.max_new_tokens=48", "data.eval_size=16",
+        "trainer.lr=1e-3", f"run.dir={tmp_path}"])
+    s = Session.start(cfg)
+    try:
+        collector = Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), 0))
+        logged = [rl_step(s, collector, step) for step in (1, 2)]
+        prompts, idx, four = s.eval.head(8).ids, s.eval.head(8).indices(), sampling(cfg.rollout, 4, "check")
+        groups = s.pool.generate(prompts, idx, four)
+        assert any(c.tool_calls for g in groups for c in g.completions)
+        synced = max_logprob_gap(s.policy, groups, s.tokenizer.pad_token_id, scoring_of(cfg))
+        t = build_tokens(groups, s.tokenizer.pad_token_id)
+        batch = TrainBatch(t.input_ids, t.attention_mask, t.response_mask, t.sampler_logps, torch.randn(32),
+                           t.response_lengths, sampler_logps=t.sampler_logps)
+        policy_step(s.policy, s.trainer.optim, batch, cfg)  # no sync after it: the engine samples stale weights
+        stale = max_logprob_gap(s.policy, s.pool.generate(prompts, idx, four), s.tokenizer.pad_token_id, scoring_of(cfg))
+    finally:
+        s.close()
     assert all(m["tools/call_rate"] > 0.1 and m["tools/success_rate"] == 1.0 and m["tools/tokens"] > 0 for m in logged)
     # the length counts sampled tokens only: tool tokens are on top of it
     assert all(m["tools/token_share"] > 0 and 0 < m["tools/latency_p50_s"] <= m["tools/latency_p99_s"] < 5 for m in logged)
     assert all(m["rollout/logprob_abs_diff_mean"] < 1e-4 for m in logged), [m["rollout/logprob_abs_diff_mean"] for m in logged]
-    samples = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
-    assert any("=\n|" in s["completion"] for s in samples)  # the call and its (empty) output, as the trainer saw them
+    assert synced < 1e-3 < stale, (synced, stale)
