@@ -180,14 +180,16 @@ def check_verifiers(cfg: Config) -> None:
 
 
 def sandbox_policy(cfg: Config) -> None:
-    """reward.sandbox for this run's scoring workers (they read it from the environment); with code rewards, a
-    machine that cannot give its min_isolation stops the run here, naming what is missing."""
+    """reward.sandbox for this run's scoring workers and tool calls (they read it from the environment); with code
+    rewards or the `python` tool, a machine that cannot give its min_isolation stops the run here, naming what is
+    missing."""
     from rewards.code.sandbox import IsolationTooWeak, SandboxPolicy, detect_isolation, require
 
     sb = cfg.reward.sandbox
     pol = SandboxPolicy(sb.min_isolation, tuple(sb.packages))
     os.environ.update(pol.to_env())
-    if any(t.verifier.split("(")[0].strip() == "code" for t in reward_terms(cfg)):
+    code = any(t.verifier.split("(")[0].strip() == "code" for t in reward_terms(cfg))
+    if code or cfg.rollout.tools.name == "python":
         try:
             require(detect_isolation(), pol)
         except IsolationTooWeak as e:
