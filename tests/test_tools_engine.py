@@ -57,6 +57,7 @@ def test_steps_with_tool_calls_stay_in_parity_and_a_skipped_sync_is_caught(tmp_p
     from rl.collect.generate import sampling
     from rl.config import load_config
     from rl.data.sampler import EpochSampler
+    from rl.eval.run import evaluate_set
     from rl.run.session import Session
     from rl.sync.parity import max_logprob_gap
     from rl.train import rl_step
@@ -74,6 +75,8 @@ def test_steps_with_tool_calls_stay_in_parity_and_a_skipped_sync_is_caught(tmp_p
         prompts, idx, four = s.eval.head(8).ids, s.eval.head(8).indices(), sampling(cfg.rollout, 4, "check")
         groups = s.pool.generate(prompts, idx, four)
         assert any(c.tool_calls for g in groups for c in g.completions)
+        evaluated = evaluate_set(s.pool, s.eval.head(4), cfg)  # make eval samples with the tool too
+        assert [len(r.correct) for r in evaluated] == [cfg.eval.n] * 4
         synced = max_logprob_gap(s.policy, groups, s.tokenizer.pad_token_id, scoring_of(cfg))
         t = build_tokens(groups, s.tokenizer.pad_token_id)
         batch = TrainBatch(t.input_ids, t.attention_mask, t.response_mask, t.sampler_logps, torch.randn(32),

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import rewards
-from rl.collect.generate import call_seed
+from rl.collect.generate import call_seed, tool_spec
 from rl.config import Config, RewardConfig
 from rl.data.prompts import PromptSet
 from rl.eval.metrics import ProblemResult, figures_by_source
@@ -51,15 +51,17 @@ def score_answers(groups: list[RolloutGroup], prompts: PromptSet, reward: Reward
 
 
 def evaluate_set(pool, prompts: PromptSet, cfg: Config) -> list[ProblemResult]:
-    """n samples and (with eval.greedy) one greedy answer for every problem of the set, scored."""
-    e, r = cfg.eval, cfg.rollout
+    """n samples and (with eval.greedy) one greedy answer for every problem of the set, scored; with
+    rollout.tools, the answers call the tool as in training."""
+    e, r, tools = cfg.eval, cfg.rollout, tool_spec(cfg.rollout.tools)
     seed = call_seed(r.seed, "eval") if r.request_seeds else None
     sampled = pool.generate(prompts.ids, prompts.indices(), Sampling(e.n, e.temperature, r.top_p, r.max_new_tokens,
-                                                                     tuple(r.stop), seed))
+                                                                     tuple(r.stop), seed, tools=tools))
     votes = score_answers(sampled, prompts, cfg.reward)
     greedy = [None] * len(sampled)
     if e.greedy:
-        g = pool.generate(prompts.ids, prompts.indices(), Sampling(1, 0.0, 1.0, r.max_new_tokens, tuple(r.stop)))
+        g = pool.generate(prompts.ids, prompts.indices(), Sampling(1, 0.0, 1.0, r.max_new_tokens, tuple(r.stop),
+                                                                   tools=tools))
         greedy = [v[0] for v in score_answers(g, prompts, cfg.reward)]
     rows = prompts.by_index()
     return [ProblemResult(grp.prompt_index, rows[grp.prompt_index].data_source, [k for k, _ in v], [ok for _, ok in v],
