@@ -18,6 +18,7 @@ from rollout.tools.turns import (
     TurnFormat,
     clip,
     code_of,
+    lead_of,
     run_turns,
     take_turn,
 )
@@ -122,6 +123,9 @@ def test_code_of_reads_the_last_closed_block():
     assert code_of("```python\na=1\n```\n```python\nb=2\n```\n```output", FMT) == "b=2\n"
     assert code_of("```python\nprint(1)\n```output", FMT) is None  # unclosed
     assert code_of("no code\n```output", FMT) is None
+    # the output block's body opens with a newline once: the turn's last token may hold it already
+    assert lead_of("```python\n1\n```\n```output\n", FMT) == "" and lead_of("x```output", FMT) == "\n"
+    assert lead_of("x```output ", FMT) == "\n"
 
 
 def test_128_calls_that_sleep_1_s_take_about_4_s_at_concurrency_32():

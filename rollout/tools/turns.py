@@ -113,8 +113,17 @@ def clip(ids: list[int], max_tokens: int, marker: list[int]) -> list[int]:
     return ids[:head] + marker[: max_tokens - room] + (ids[len(ids) - room // 2:] if room // 2 else [])
 
 
-def output_text(result: ToolResult, fmt: TurnFormat) -> str:
-    return "\n" + result.text.rstrip("\n") + fmt.output_close
+def output_text(result: ToolResult, fmt: TurnFormat, lead: str = "\n") -> str:
+    """The output block's rest after its opening: `lead` (the newline after the opening, unless the turn's last
+    token already held it), the output, the closing."""
+    return lead + result.text.rstrip("\n") + fmt.output_close
+
+
+def lead_of(text: str, fmt: TurnFormat) -> str:
+    """"" when what the turn sampled after the output opening (the rest of the token the stop ended in) already
+    holds the newline that opens the block's body, else "\n"."""
+    after = text[text.rfind(fmt.output_open) + len(fmt.output_open):]
+    return "" if after.endswith("\n") else "\n"
 
 
 @dataclass(frozen=True)
@@ -165,13 +174,13 @@ def run_turns(prompts: list[list[int]], generate: Generate, tokenizer, s: ToolSe
         while open_:
             asking = sample_round(open_, generate, tokenizer, s, budget)
             answer_calls(asking, pool, tokenizer, s, budget)
-            open_ = [t for t, _ in asking if not t.finish_reason]
+            open_ = [t for t, _, _ in asking if not t.finish_reason]
     return trajectories
 
 
 def sample_round(open_: list[Trajectory], generate: Generate, tokenizer, s: ToolSettings, budget: Budget,
-                 ) -> list[tuple[Trajectory, str]]:
-    """One engine round; returns the trajectories that asked for a call, with their code."""
+                 ) -> list[tuple[Trajectory, str, str]]:
+    """One engine round; returns the trajectories that asked for a call, with their code and the output's lead."""
     for t in open_:
         if budget.room(t) <= 0:
             t.finish_reason = "length"
@@ -185,21 +194,22 @@ def sample_round(open_: list[Trajectory], generate: Generate, tokenizer, s: Tool
         if turn.finish_reason != "stop" or turn.stop_reason != s.fmt.output_open:
             t.finish_reason = turn.finish_reason
             continue
-        code = code_of(tokenizer.decode(turn.token_ids), s.fmt)
+        text = tokenizer.decode(turn.token_ids)
+        code = code_of(text, s.fmt)
         if code is None:
             t.finish_reason, t.void_turn = "stop", True
             continue
-        asking.append((t, code))
+        asking.append((t, code, lead_of(text, s.fmt)))
     return asking
 
 
-def answer_calls(asking: list[tuple[Trajectory, str]], pool: concurrent.futures.Executor, tokenizer, s: ToolSettings,
-                 budget: Budget) -> None:
+def answer_calls(asking: list[tuple[Trajectory, str, str]], pool: concurrent.futures.Executor, tokenizer,
+                 s: ToolSettings, budget: Budget) -> None:
     """Runs the calls at once; each output (cut to `max_output_tokens`, and to the room left) joins its
     trajectory with mask 0. A call past its wall limit is given up on: its text says it timed out."""
-    futures = [pool.submit(call_tool, s.tool, code, s.limits) for _, code in asking]
+    futures = [pool.submit(call_tool, s.tool, code, s.limits) for _, code, _ in asking]
     marker = tokenizer.encode("\n...\n", add_special_tokens=False)
-    for (t, _), future in zip(asking, futures):
+    for (t, _, lead), future in zip(asking, futures):
         began = time.monotonic()
         try:
             result = future.result(timeout=s.limits.wall_s + 1.0)
@@ -207,7 +217,8 @@ def answer_calls(asking: list[tuple[Trajectory, str]], pool: concurrent.futures.
             result = ToolResult(f"TimeoutError: the code ran past {s.limits.wall_s:g} s", "timeout",
                                 time.monotonic() - began)
         t.calls.append(result)
-        ids = clip(tokenizer.encode(output_text(result, s.fmt), add_special_tokens=False), s.max_output_tokens, marker)
+        ids = clip(tokenizer.encode(output_text(result, s.fmt, lead), add_special_tokens=False), s.max_output_tokens,
+                   marker)
         room = max(0, budget.room(t))
         t.ids += ids[:room]
         t.mask += [0] * len(ids[:room])
