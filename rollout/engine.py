@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from rollout.types import Completion, EngineSpec, RolloutGroup, Sampling
+from rollout.types import Completion, EngineSpec, RolloutGroup, Sampling, stable_seed
 
 
 def create_engine(spec: EngineSpec):
@@ -132,12 +131,6 @@ def sampling_params(s: Sampling):
     )
 
 
-def request_seed(seed: int, position: int) -> int:
-    """The seed of the requests of the prompt at `position` in a call seeded `seed`: a stable hash, 31 bits."""
-    digest = hashlib.blake2b(f"{seed}/{position}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % (2**31 - 1)
-
-
 def seeded(params, seed: int):
     """A copy of vLLM SamplingParams with its own seed (vLLM seeds the n samples of a request seed, seed + 1, ...)."""
     out = params.clone()
@@ -178,15 +171,16 @@ def generate_tool_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[
     the first call. Routing is not captured across turns."""
     from rollout.tools.turns import Budget, run_turns, settings_of
 
-    seeds = [None if s.seed is None else request_seed(s.seed, offset + i) + j
+    version = weight_version(llm)
+    seeds = [None if s.seed is None else stable_seed(s.seed, offset + i) + j
              for i in range(len(prompt_ids)) for j in range(s.n)]
     tokenizer = llm.get_tokenizer()
     trajectories = run_turns([list(p) for p in prompt_ids for _ in range(s.n)],
-                             _turn_generator(llm, s, seeds, weight_version(llm)), tokenizer, settings_of(s.tools),
+                             _turn_generator(llm, s, seeds, version), tokenizer, settings_of(s.tools),
                              Budget(max_model_len, s.max_new_tokens))
-    groups = []
+    groups, version = [], weight_version(llm)
     for i, (idx, ids) in enumerate(zip(prompt_indices, prompt_ids)):
-        group = RolloutGroup(prompt_index=idx, prompt_ids=list(ids), weight_version=weight_version(llm))
+        group = RolloutGroup(prompt_index=idx, prompt_ids=list(ids), weight_version=version)
         for t in trajectories[i * s.n: (i + 1) * s.n]:
             group.completions.append(Completion(t.ids, tokenizer.decode(t.ids), t.logprobs, t.finish_reason,
                                                 tool_mask=t.mask, tool_calls=tuple(c.status for c in t.calls),

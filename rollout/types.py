@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +26,13 @@ class EngineSpec:
     sleep_mode: bool = False  # vLLM's sleep mode, for engines colocated with the trainer (GPU)
     native_routing: bool = False  # vLLM returns the routed experts itself (Model Runner V2, GPU)
     lora_rank: int = 0  # > 0: vLLM's LoRA on, for adapters up to this rank (model.lora with rollout.lora_sync=adapter)
+
+
+def stable_seed(*key) -> int:
+    """A stable 31-bit seed for `key` (the run's seed, then what names the call or the request): the same on
+    every machine and every Python run."""
+    digest = hashlib.blake2b("/".join(map(str, key)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % (2**31 - 1)
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,13 @@ from rollout.engine import (
     generate_groups,
     generate_tool_groups,
     install_capture,
-    request_seed,
     sampling_params,
     seeded,
     weight_version,
     write_adapter,
 )
 from rollout.logfile import log_to_file
-from rollout.types import EngineSpec, RolloutGroup, Sampling
+from rollout.types import EngineSpec, RolloutGroup, Sampling, stable_seed
 
 logger = logging.getLogger(__name__)
 _SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None  # adapters are written where reading them is memory
@@ -66,7 +65,7 @@ class RolloutWorker:
             return groups
         params = sampling_params(sampling)
         if sampling.seed is not None:
-            params = [seeded(params, request_seed(sampling.seed, offset + i)) for i in range(len(prompt_ids))]
+            params = [seeded(params, stable_seed(sampling.seed, offset + i)) for i in range(len(prompt_ids))]
         groups = generate_groups(self.llm, prompt_ids, prompt_indices, params, self.capture, self.lora_request)
         for g in groups:
             g.engine = self.rank

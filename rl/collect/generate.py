@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from dataclasses import dataclass
 
@@ -12,14 +11,14 @@ import torch
 from rl.collect.scoring import ScoredGroups, score_groups
 from rl.config import RewardConfig, RolloutConfig, ToolsConfig
 from rl.data.prompts import PromptSet
-from rollout.types import RolloutGroup, Sampling, ToolSpec
+from rollout.types import RolloutGroup, Sampling, ToolSpec, stable_seed
 
 
 def sampling(rollout: RolloutConfig, n: int, *key) -> Sampling:
     """The run's sampling settings with `n` samples per prompt (rollout.n for training, 1 for a single answer).
     With rollout.request_seeds and a `key` (which call of the run this is: a step and a round, or "eval"), the
     requests are seeded from (rollout.seed, key): the same call draws the same samples from the same weights."""
-    seed = call_seed(rollout.seed, *key) if rollout.request_seeds and key else None
+    seed = stable_seed(rollout.seed, *key) if rollout.request_seeds and key else None
     return Sampling(n=n, temperature=rollout.temperature, top_p=rollout.top_p, max_new_tokens=rollout.max_new_tokens,
                     stop=tuple(rollout.stop), seed=seed, min_new_tokens=rollout.min_new_tokens,
                     tools=tool_spec(rollout.tools))
@@ -46,10 +45,6 @@ def tool_metrics(groups: list[RolloutGroup]) -> dict[str, float]:
             "tools/token_share": tool_tokens / max(sum(len(c.token_ids) for c in answers), 1)}
 
 
-def call_seed(seed: int, *key) -> int:
-    """A stable 31-bit seed for one call of the run."""
-    digest = hashlib.blake2b("/".join(map(str, (seed, *key))).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % (2**31 - 1)
 
 
 class StaleWeightsError(RuntimeError):

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import rewards
-from rl.collect.generate import call_seed, tool_spec
+from rl.collect.generate import tool_spec
 from rl.config import Config, RewardConfig
 from rl.data.prompts import PromptSet
 from rl.eval.metrics import ProblemResult, figures_by_source
-from rollout.types import RolloutGroup, Sampling
+from rollout.types import RolloutGroup, Sampling, stable_seed
 
 
 def vote_key(info: dict) -> str | None:
@@ -54,7 +54,7 @@ def evaluate_set(pool, prompts: PromptSet, cfg: Config) -> list[ProblemResult]:
     """n samples and (with eval.greedy) one greedy answer for every problem of the set, scored; with
     rollout.tools, the answers call the tool as in training."""
     e, r, tools = cfg.eval, cfg.rollout, tool_spec(cfg.rollout.tools)
-    seed = call_seed(r.seed, "eval") if r.request_seeds else None
+    seed = stable_seed(r.seed, "eval") if r.request_seeds else None
     sampled = pool.generate(prompts.ids, prompts.indices(), Sampling(e.n, e.temperature, r.top_p, r.max_new_tokens,
                                                                      tuple(r.stop), seed, tools=tools))
     votes = score_answers(sampled, prompts, cfg.reward)
