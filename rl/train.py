@@ -71,7 +71,7 @@ def rl_step(s: Session, collector: Collector, step: int, samples: SampleLog | No
         **shaping,
         **({"time/reference": forwards.reference_s} if cfg.algo.kl_coef > 0 else {}),
         **response_metrics(tokens, collected.generate_s),
-        **(tool_metrics(collected.groups) if cfg.rollout.tools.name else {}),
+        **(tool_metrics(collected.groups, cfg.rollout.tools.drop_void_turns) if cfg.rollout.tools.name else {}),
         **result.metrics,
         **pre_update_gap(batch, result, cfg),
         "train/tokens": int(batch.attention_mask.sum()),
@@ -264,9 +264,10 @@ def loop(s: Session, collector: Collector, out: Outputs, first: int) -> list[flo
 
 def stop_on_failing_rewards(s: Session, collector: Collector, out: Outputs, metrics: dict) -> None:
     """After a step: when its verifiers have failed on too many samples for too long (reward.max_error_rate,
-    reward.max_error_steps), its metrics and a checkpoint are written and the run stops naming the failure."""
+    reward.max_error_steps), its metrics and a checkpoint are written and the run stops naming the failure. Answers
+    the void-turn filter dropped are no verifier's failure."""
     try:
-        failures.WATCH.end_step(metrics["reward/masked"], metrics["reward/samples"])
+        failures.WATCH.end_step(metrics["reward/masked"] - metrics.get("tools/void_dropped", 0), metrics["reward/samples"])
     except RewardFailure as e:
         out.metrics.write(metrics)
         step = metrics["step"]

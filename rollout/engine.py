@@ -168,19 +168,20 @@ def generate_tool_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[
     """Groups whose answers may call a tool mid-answer (s.tools; rollout/tools/turns.py): each of a prompt's n
     answers is a trajectory of its own, generated turn by turn. Seeded, an answer's first turn draws what the
     same answer draws without tools (vLLM seeds a request's n samples seed, seed + 1, ...), so the two agree until
-    the first call. Routing is not captured across turns."""
+    the first call. The engine's idle time while calls ran is shared evenly among the groups (engine_idle_s).
+    Routing is not captured across turns."""
     from rollout.tools.turns import Budget, run_turns, settings_of
 
     version = weight_version(llm)
     seeds = [None if s.seed is None else stable_seed(s.seed, offset + i) + j
              for i in range(len(prompt_ids)) for j in range(s.n)]
     tokenizer = llm.get_tokenizer()
-    trajectories = run_turns([list(p) for p in prompt_ids for _ in range(s.n)],
-                             _turn_generator(llm, s, seeds, version), tokenizer, settings_of(s.tools),
-                             Budget(max_model_len, s.max_new_tokens))
+    rollout = run_turns([list(p) for p in prompt_ids for _ in range(s.n)], EngineTurns(llm, s, seeds, version),
+                        tokenizer, settings_of(s.tools), Budget(max_model_len, s.max_new_tokens))
+    trajectories, idle = rollout.trajectories, rollout.engine_idle_s / max(len(prompt_ids), 1)
     groups, version = [], weight_version(llm)
     for i, (idx, ids) in enumerate(zip(prompt_indices, prompt_ids)):
-        group = RolloutGroup(prompt_index=idx, prompt_ids=list(ids), weight_version=version)
+        group = RolloutGroup(prompt_index=idx, prompt_ids=list(ids), weight_version=version, engine_idle_s=idle)
         for t in trajectories[i * s.n: (i + 1) * s.n]:
             group.completions.append(Completion(t.ids, tokenizer.decode(t.ids), t.logprobs, t.finish_reason,
                                                 tool_mask=t.mask, tool_calls=tuple(c.status for c in t.calls),
@@ -189,28 +190,40 @@ def generate_tool_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[
     return groups
 
 
-def _turn_generator(llm, s: Sampling, seeds: list[int | None], version: int):
-    """The engine's part of the loop: one request per open trajectory, its own stop strings and token budget,
-    seeded from the trajectory's seed and its turn."""
-    from vllm.inputs import TokensPrompt
+class EngineTurns:
+    """The engine's part of the tool loop (rollout/tools/turns.py Engine): each trajectory's turn is a request of
+    its own, with its own stop strings and token budget, seeded from the trajectory's seed and its turn; requests
+    are added while others decode (the LLMEngine's add_request and step, which LLM.generate runs to the end)."""
 
-    from rollout.tools.turns import Turn
+    def __init__(self, llm, s: Sampling, seeds: list[int | None], version: int):
+        self.llm, self.s, self.seeds, self.version = llm, s, seeds, version
+        self.base = sampling_params(dataclasses.replace(s, n=1, tools=None))
+        self.turns = [0] * len(seeds)
+        self.keys: dict[str, int] = {}  # request id -> trajectory key
 
-    base = sampling_params(dataclasses.replace(s, n=1, tools=None))
-    turns = [0] * len(seeds)
+    def submit(self, key: int, request: list[int], stop: list[str], budget: int) -> None:
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
-    def generate(requests, stops, budgets, keys):
-        params = []
-        for stop, budget, key in zip(stops, budgets, keys):
-            q = seeded(base, seeds[key] + 7919 * turns[key]) if seeds[key] is not None else base.clone()
-            q.stop, q.max_tokens = list(s.stop) + stop, budget
-            q.min_tokens = min(q.min_tokens, budget) if turns[key] == 0 else 0
-            turns[key] += 1
-            params.append(q)
-        outs = llm.generate([TokensPrompt(prompt_token_ids=r) for r in requests], params, use_tqdm=False)
-        return [(_turn(o.outputs[0], Turn), version) for o in outs]
+        seed = self.seeds[key]
+        q = seeded(self.base, seed + 7919 * self.turns[key]) if seed is not None else self.base.clone()
+        q.stop, q.max_tokens = list(self.s.stop) + stop, budget
+        q.min_tokens = min(q.min_tokens, budget) if self.turns[key] == 0 else 0
+        q.output_kind = RequestOutputKind.FINAL_ONLY
+        rid = f"purerl-turn-{id(self)}-{key}-{self.turns[key]}"
+        self.turns[key] += 1
+        self.llm.llm_engine.add_request(rid, TokensPrompt(prompt_token_ids=request), q)
+        self.keys[rid] = key
 
-    return generate
+    @property
+    def busy(self) -> bool:
+        return self.llm.llm_engine.has_unfinished_requests()
+
+    def step(self) -> list:
+        from rollout.tools.turns import Turn
+
+        return [(self.keys.pop(o.request_id), _turn(o.outputs[0], Turn), self.version)
+                for o in self.llm.llm_engine.step() if o.finished]
 
 
 def _turn(c, turn_type):

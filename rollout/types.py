@@ -100,3 +100,4 @@ class RolloutGroup:
     completions: list[Completion] = field(default_factory=list)
     engine: int = -1  # which engine produced the group
     weight_version: int = -1  # the weight version the engine held while it sampled (rl.sync.weights: the step its weights come from)
+    engine_idle_s: float = 0.0  # with tools: this group's share of its engine's time with nothing to decode while calls ran

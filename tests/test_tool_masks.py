@@ -48,6 +48,24 @@ def test_a_void_turn_is_masked_out_of_the_step():
     assert r.scored.valid.tolist() == [[True, False], [True, True]]
     # the group left with one valid sample carries no signal; the other still does
     assert r.scored.has_signal().tolist() == [False, True]
+    # counted apart from the verifiers' failures: a policy that writes void turns is not a failing verifier
+    from rl.collect.generate import tool_metrics
+
+    groups = [RolloutGroup(0, [5], answers[:2]), RolloutGroup(1, [6], answers[2:])]
+    assert tool_metrics(groups, True)["tools/void_dropped"] == 1 and tool_metrics(groups, False)["tools/void_dropped"] == 0
+    assert tool_metrics(groups, True)["tools/void_rate"] == 0.25
+
+
+def test_void_turns_dropped_do_not_stop_the_run_as_failing_verifiers():
+    import pytest
+
+    from rl.collect import failures
+    from rl.train import stop_on_failing_rewards
+
+    failures.watch(None, 0.5, 1)
+    stop_on_failing_rewards(None, None, None, {"reward/masked": 100, "reward/samples": 128, "tools/void_dropped": 100})
+    with pytest.raises(failures.RewardFailure, match="this step 100 of 128"):  # the same count from a verifier
+        failures.WATCH.end_step(100, 128)
 
 
 def test_tools_and_the_engines_routing_replay_are_refused():

@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 
 from rollout.tools import ToolLimits, ToolResult, get_tool
 from rollout.tools.turns import (
+    Batched,
     TokenDrift,
     ToolSettings,
     Trajectory,
@@ -72,7 +73,7 @@ def test_a_call_runs_and_every_trajectory_keeps_the_sampled_ids():
     script = [[first, ids("So 408.")], [loop, ids("It hangs.")], [again, again, again + ids("done")], [void]]
     engine = Scripted(script)
     t0 = time.monotonic()
-    got = run_turns(PROMPTS, engine, TOK, settings(), 512)
+    got = run_turns(PROMPTS, Batched(engine), TOK, settings(), 512).trajectories
     spent = time.monotonic() - t0
 
     a, b, c, d = got
@@ -110,11 +111,12 @@ def test_tool_output_is_cut_by_tokens_to_head_and_tail_and_to_the_room_left():
     assert clip(list(range(10)), 6, [-1]) == [0, 1, 2, -1, 8, 9]
     assert clip(list(range(4)), 6, [-1]) == [0, 1, 2, 3]
     script = [[asking("```python\nprint('x' * 400)\n```\n"), ids("end")]] + [[ids("a")]] * 3
-    got = run_turns(PROMPTS, Scripted(script), TOK, settings(max_output_tokens=20), 512)[0]
+    got = run_turns(PROMPTS, Batched(Scripted(script)), TOK, settings(max_output_tokens=20), 512).trajectories[0]
     tool = [x for x, m in zip(got.ids, got.mask) if m == 0]
     assert len(tool) == 20 and TOK.decode(tool).endswith("x" + FMT.output_close)
     # no room left after the call: the trajectory ends with finish reason "length", within max_model_len
-    short = run_turns(PROMPTS, Scripted(script), TOK, settings(), len(PROMPTS[0]) + len(script[0][0]) + 5)[0]
+    short = run_turns(PROMPTS, Batched(Scripted(script)), TOK, settings(),
+                      len(PROMPTS[0]) + len(script[0][0]) + 5).trajectories[0]
     assert short.finish_reason == "length" and len(short.full) == len(PROMPTS[0]) + len(script[0][0]) + 5
 
 
@@ -138,11 +140,36 @@ def test_128_calls_that_sleep_1_s_take_about_4_s_at_concurrency_32():
 
     t0 = time.monotonic()
     # the wall limit counts the sandbox's start too: 32 interpreters starting at once on 2 busy cores take seconds
-    got = run_turns(prompts, engine, TOK, settings(max_calls=1, concurrency=32, limits=ToolLimits(wall_s=10.0)),
-                    512)
+    got = run_turns(prompts, Batched(engine), TOK,
+                    settings(max_calls=1, concurrency=32, limits=ToolLimits(wall_s=10.0)), 512).trajectories
     spent = time.monotonic() - t0
     assert [t.calls[0].status for t in got] == ["ok"] * 128, [t.calls[0] for t in got if t.calls[0].status != "ok"][:3]
     assert spent < 40, spent  # about 4 s of sleeping in 4 waves of 32 (5.5 s measured); one after another, 128 s
+
+
+def test_the_engine_decodes_other_trajectories_while_a_call_runs():
+    """One answer's call sleeps 2 s; the others call and answer meanwhile, so the engine waits (idle) only while the
+    slow call is the last one left, not for all the calls of a round."""
+    slow = asking("```python\nimport time; time.sleep(2)\n```\n")
+    quick = asking("```python\nprint(1)\n```\n")
+    script = [[slow, ids("a")], [quick, quick, ids("b")], [quick, ids("c")], [ids("d")]]
+    engine = Scripted(script)
+    sent = []
+
+    def timed(*args):
+        sent.append((time.monotonic(), [next(k for k, p in enumerate(PROMPTS) if r[: len(p)] == p) for r in args[0]]))
+        return engine(*args)
+
+    t0 = time.monotonic()
+    rollout = run_turns(PROMPTS, Batched(timed), TOK, settings(limits=ToolLimits(wall_s=10.0)), 512)
+    spent = time.monotonic() - t0
+    a, b = rollout.trajectories[:2]
+    assert [c.status for c in a.calls] == ["ok"] and [c.status for c in b.calls] == ["ok", "ok"]
+    a_resumed = next(t for t, keys in sent if 0 in keys and t > sent[0][0])
+    b_done = max(t for t, keys in sent if 1 in keys)
+    assert b_done < a_resumed  # b's two calls and its last turn came back while a's call still slept
+    # idle: the time with every open trajectory waiting on a call, at least the sleep's tail, less than all of it
+    assert 1.0 < rollout.engine_idle_s < spent
 
 
 def test_a_tool_that_raises_becomes_text():
@@ -150,7 +177,7 @@ def test_a_tool_that_raises_becomes_text():
         raise RuntimeError("boom")
 
     script = [[asking("```python\n1\n```\n"), ids("a")]] + [[ids("a")]] * 3
-    got = run_turns(PROMPTS, Scripted(script), TOK, settings(tool=broken), 512)[0]
+    got = run_turns(PROMPTS, Batched(Scripted(script)), TOK, settings(tool=broken), 512).trajectories[0]
     assert got.calls == [ToolResult("tool error: RuntimeError: boom", "failed")]
 
 

@@ -30,17 +30,21 @@ def tool_spec(tools: ToolsConfig) -> ToolSpec | None:
     return ToolSpec(**{k: v for k, v in dataclasses.asdict(tools).items() if k in wanted}) if tools.name else None
 
 
-def tool_metrics(groups: list[RolloutGroup]) -> dict[str, float]:
-    """rollout.tools: how the step's answers used the tool (tokens: written by the tool, against all)."""
+def tool_metrics(groups: list[RolloutGroup], drop_void_turns: bool) -> dict[str, float]:
+    """rollout.tools: how the step's answers used the tool (tokens: written by the tool, against all);
+    tools/void_dropped: the answers the void-turn filter masked (in reward/masked too, but no verifier's failure)."""
     answers = [c for g in groups for c in g.completions]
     calls = [status for c in answers for status in c.tool_calls]
     tool_tokens = sum(len(c.token_ids) - c.generated for c in answers)
     seconds = torch.tensor([s for c in answers for s in c.tool_seconds] or [0.0])
-    return {"tools/latency_p50_s": float(seconds.quantile(0.5)), "tools/latency_p99_s": float(seconds.quantile(0.99)),"tools/calls_per_answer": len(calls) / max(len(answers), 1),
+    return {"tools/latency_p50_s": float(seconds.quantile(0.5)), "tools/latency_p99_s": float(seconds.quantile(0.99)),
+            "tools/engine_idle_s": sum(g.engine_idle_s for g in groups),
+            "tools/calls_per_answer": len(calls) / max(len(answers), 1),
             "tools/call_rate": sum(bool(c.tool_calls) for c in answers) / max(len(answers), 1),
             "tools/success_rate": calls.count("ok") / max(len(calls), 1),
             "tools/timeout_rate": calls.count("timeout") / max(len(calls), 1),
             "tools/void_rate": sum(c.void_turn for c in answers) / max(len(answers), 1),
+            "tools/void_dropped": sum(c.void_turn for c in answers) if drop_void_turns else 0,
             "tools/tokens": tool_tokens,
             "tools/token_share": tool_tokens / max(sum(len(c.token_ids) for c in answers), 1)}
 

@@ -3,7 +3,8 @@
 A tool is a function `(code: str, limits: ToolLimits) -> ToolResult`, registered by name with
 `@register_tool("python")`; it never raises into the rollout: a timeout, a crash or a refused syscall is a
 ToolResult whose text says so. Built in: `python` (rollout/tools/python.py), which runs the code in the sandbox of
-the code reward (rewards/code/sandbox.py).
+the code reward (rewards/code/sandbox.py), and `silent` (rollout/tools/silent.py), the control that runs nothing and
+returns an empty output.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def register_tool(name: str) -> Callable[[Tool], Tool]:
 def get_tool(name: str) -> Tool:
     """The registered tool; an unknown name is an error listing the known ones."""
     import rollout.tools.python  # noqa: F401 - the built-in tools register on import
+    import rollout.tools.silent  # noqa: F401
 
     return TOOLS.get(name)
 

@@ -18,6 +18,7 @@ import concurrent.futures
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from rollout.tools import Tool, ToolLimits, ToolResult, call_tool, get_tool
 from rollout.types import ToolSpec
@@ -145,7 +146,39 @@ def settings_of(spec: ToolSpec) -> ToolSettings:
 
 Generate = Callable[[list[list[int]], list[list[str]], list[int], list[int]], list[tuple[Turn, int]]]
 """(requests, each request's extra stop strings, its token budget, its trajectory's key) -> (turn, weight version)
-each."""
+each: an engine that answers a batch at once (wrapped in Batched)."""
+
+
+class Engine(Protocol):
+    """The engine's part of the loop, request by request: `submit` queues a trajectory's next turn (its ids, extra
+    stop strings and token budget), `step` advances the engine and returns the turns that finished, as (key, turn,
+    weight version); `busy` while any is unfinished. Turns are submitted while others decode."""
+
+    def submit(self, key: int, request: list[int], stop: list[str], budget: int) -> None: ...
+
+    def step(self) -> list[tuple[int, Turn, int]]: ...
+
+    @property
+    def busy(self) -> bool: ...
+
+
+class Batched:
+    """An Engine over a Generate function: each step answers every turn queued since the last (scripted engines)."""
+
+    def __init__(self, generate: Generate):
+        self.generate, self.queue = generate, []
+
+    def submit(self, key: int, request: list[int], stop: list[str], budget: int) -> None:
+        self.queue.append((key, request, stop, budget))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.queue)
+
+    def step(self) -> list[tuple[int, Turn, int]]:
+        queue, self.queue = self.queue, []
+        keys, requests, stops, budgets = (list(x) for x in zip(*queue))
+        return [(k, turn, v) for k, (turn, v) in zip(keys, self.generate(requests, stops, budgets, keys))]
 
 
 @dataclass(frozen=True)
@@ -161,68 +194,116 @@ class Budget:
         return room if self.max_new_tokens is None else min(room, self.max_new_tokens - len(t.ids))
 
 
-def run_turns(prompts: list[list[int]], generate: Generate, tokenizer, s: ToolSettings, budget: Budget | int,
-              ) -> list[Trajectory]:
-    """One trajectory per prompt, generated turn by turn: each round sends every open trajectory to the engine,
-    then runs the calls it asked for concurrently (`s.concurrency`) and appends their output, until every
-    trajectory has ended (a stop without a call, `max_calls` reached, a void turn, or no room left: "length").
-    `budget`: a Budget, or the engine's max_model_len alone."""
-    budget = budget if isinstance(budget, Budget) else Budget(budget)
+@dataclass
+class ToolRollout:
+    trajectories: list[Trajectory]
+    engine_idle_s: float  # how long the engine had nothing to decode while calls ran
+
+
+@dataclass
+class Call:
+    """A call under way: its trajectory, the output's lead, and when a worker began it (empty while queued)."""
+
+    trajectory: Trajectory
+    lead: str
+    future: concurrent.futures.Future
+    began: list[float]
+
+
+def run_turns(prompts: list[list[int]], engine: Engine, tokenizer, s: ToolSettings, budget: Budget | int,
+              ) -> ToolRollout:
+    """One trajectory per prompt, generated turn by turn until every trajectory has ended (a stop without a call,
+    `max_calls` reached, a void turn, or no room left: "length"). A turn that asks for a call has its call run in a
+    pool of `s.concurrency` threads while the engine decodes the other trajectories; when the call returns, its
+    output joins the trajectory and its next turn is submitted. `budget`: a Budget, or the engine's max_model_len."""
+    loop = TurnLoop(engine, tokenizer, s, budget if isinstance(budget, Budget) else Budget(budget))
     trajectories = [Trajectory(list(p), key=i) for i, p in enumerate(prompts)]
-    open_ = list(trajectories)
     with concurrent.futures.ThreadPoolExecutor(max_workers=s.concurrency, thread_name_prefix="purerl-tool") as pool:
-        while open_:
-            asking = sample_round(open_, generate, tokenizer, s, budget)
-            answer_calls(asking, pool, tokenizer, s, budget)
-            open_ = [t for t, _, _ in asking if not t.finish_reason]
-    return trajectories
+        loop.pool = pool
+        for t in trajectories:
+            loop.send(t)
+        while engine.busy or loop.calls:
+            if engine.busy:
+                for key, turn, version in engine.step():
+                    loop.on_turn(trajectories[key], turn, version)
+            loop.collect(block=not engine.busy)
+    return ToolRollout(trajectories, loop.idle_s)
 
 
-def sample_round(open_: list[Trajectory], generate: Generate, tokenizer, s: ToolSettings, budget: Budget,
-                 ) -> list[tuple[Trajectory, str, str]]:
-    """One engine round; returns the trajectories that asked for a call, with their code and the output's lead."""
-    for t in open_:
-        if budget.room(t) <= 0:
+class TurnLoop:
+    """The loop's state: what each trajectory last sent the engine, the calls under way, the engine's idle time."""
+
+    def __init__(self, engine: Engine, tokenizer, s: ToolSettings, budget: Budget):
+        self.engine, self.tokenizer, self.s, self.budget = engine, tokenizer, s, budget
+        self.marker = tokenizer.encode("\n...\n", add_special_tokens=False)
+        self.pool: concurrent.futures.Executor | None = None
+        self.sent: dict[int, list[int]] = {}
+        self.calls: list[Call] = []
+        self.idle_s = 0.0
+
+    def send(self, t: Trajectory) -> None:
+        """Submits the trajectory's next turn, or ends it with "length" when it has no room left."""
+        room = self.budget.room(t)
+        if room <= 0:
             t.finish_reason = "length"
-    open_ = [t for t in open_ if not t.finish_reason]
-    requests = [t.full for t in open_]
-    stops = [[s.fmt.output_open] if len(t.calls) < s.max_calls else [] for t in open_]
-    turns = generate(requests, stops, [budget.room(t) for t in open_], [t.key for t in open_]) if open_ else []
-    asking = []
-    for t, request, (turn, version) in zip(open_, requests, turns):
-        take_turn(t, request, turn, version)
-        if turn.finish_reason != "stop" or turn.stop_reason != s.fmt.output_open:
+            return
+        self.sent[t.key] = t.full
+        self.engine.submit(t.key, t.full, [self.s.fmt.output_open] if len(t.calls) < self.s.max_calls else [], room)
+
+    def on_turn(self, t: Trajectory, turn: Turn, version: int) -> None:
+        """A finished turn: appended (checked); its call started, or the trajectory ended (void, or no call)."""
+        take_turn(t, self.sent[t.key], turn, version)
+        if turn.finish_reason != "stop" or turn.stop_reason != self.s.fmt.output_open:
             t.finish_reason = turn.finish_reason
-            continue
-        text = tokenizer.decode(turn.token_ids)
-        code = code_of(text, s.fmt)
+            return
+        text = self.tokenizer.decode(turn.token_ids)
+        code = code_of(text, self.s.fmt)
         if code is None:
             t.finish_reason, t.void_turn = "stop", True
-            continue
-        asking.append((t, code, lead_of(text, s.fmt)))
-    return asking
+            return
+        began: list[float] = []
+        future = self.pool.submit(_timed_call, self.s.tool, code, self.s.limits, began)
+        self.calls.append(Call(t, lead_of(text, self.s.fmt), future, began))
+
+    def collect(self, block: bool) -> None:
+        """Appends the output of every call that returned (or was given up on, 1 s past its wall limit) and submits
+        its trajectory's next turn. `block`: the engine has nothing to decode; wait for the first call (idle time)."""
+        give_up = self.s.limits.wall_s + 1.0
+        if block and self.calls:
+            now = time.monotonic()
+            wait = min((c.began[0] + give_up - now for c in self.calls if c.began), default=give_up)
+            concurrent.futures.wait([c.future for c in self.calls], timeout=max(wait, 0.0),
+                                    return_when=concurrent.futures.FIRST_COMPLETED)
+            self.idle_s += time.monotonic() - now
+        for c in list(self.calls):
+            if c.future.done():
+                result = c.future.result()
+            elif c.began and time.monotonic() > c.began[0] + give_up:
+                result = ToolResult(f"TimeoutError: the code ran past {self.s.limits.wall_s:g} s", "timeout",
+                                    time.monotonic() - c.began[0])
+            else:
+                continue
+            self.calls.remove(c)
+            append_output(c.trajectory, result, c.lead, self)
+            if not c.trajectory.finish_reason:
+                self.send(c.trajectory)
 
 
-def answer_calls(asking: list[tuple[Trajectory, str, str]], pool: concurrent.futures.Executor, tokenizer,
-                 s: ToolSettings, budget: Budget) -> None:
-    """Runs the calls at once; each output (cut to `max_output_tokens`, and to the room left) joins its
-    trajectory with mask 0. A call past its wall limit is given up on: its text says it timed out."""
-    futures = [pool.submit(call_tool, s.tool, code, s.limits) for _, code, _ in asking]
-    marker = tokenizer.encode("\n...\n", add_special_tokens=False)
-    for (t, _, lead), future in zip(asking, futures):
-        began = time.monotonic()
-        try:
-            result = future.result(timeout=s.limits.wall_s + 1.0)
-        except concurrent.futures.TimeoutError:
-            result = ToolResult(f"TimeoutError: the code ran past {s.limits.wall_s:g} s", "timeout",
-                                time.monotonic() - began)
-        t.calls.append(result)
-        ids = clip(tokenizer.encode(output_text(result, s.fmt, lead), add_special_tokens=False), s.max_output_tokens,
-                   marker)
-        room = max(0, budget.room(t))
-        t.ids += ids[:room]
-        t.mask += [0] * len(ids[:room])
-        t.logprobs += [0.0] * len(ids[:room])
-        t.versions += [-1] * len(ids[:room])
-        if len(ids) >= room:
-            t.finish_reason = "length"
+def _timed_call(tool: Tool, code: str, limits: ToolLimits, began: list[float]) -> ToolResult:
+    began.append(time.monotonic())
+    return call_tool(tool, code, limits)
+
+
+def append_output(t: Trajectory, result: ToolResult, lead: str, loop: TurnLoop) -> None:
+    """The call's output block (cut to `max_output_tokens`, and to the room left) joins the trajectory with mask 0;
+    no room left after it ends the trajectory with "length"."""
+    t.calls.append(result)
+    ids = clip(loop.tokenizer.encode(output_text(result, loop.s.fmt, lead), add_special_tokens=False),
+               loop.s.max_output_tokens, loop.marker)
+    room = max(0, loop.budget.room(t))
+    t.ids += ids[:room]
+    t.mask += [0] * len(ids[:room])
+    t.logprobs += [0.0] * len(ids[:room])
+    t.versions += [-1] * len(ids[:room])
+    if len(ids) >= room:
+        t.finish_reason = "length"
