@@ -28,7 +28,7 @@ from rl.run.plan import (
 )
 
 GPU_CONFIGS = ["qwen3-30b-a3b-8xh100", "qwen3-30b-a3b-2x8xh100", "olmoe-1b-7b-1xh200", "qwen2.5-math-1.5b-1gpu",
-               "qwen3-30b-a3b-lora-1xh100"]
+               "qwen3-30b-a3b-lora-1xh100", "qwen2.5-math-1.5b-torl-1gpu"]
 
 
 @pytest.mark.parametrize("name,published,active", [("qwen3-30b-a3b", 30.5e9, 3.3e9), ("qwen2.5-math-1.5b", 1.54e9, None),
@@ -153,6 +153,9 @@ def test_dry_run_passes_for_every_gpu_config(name, capsys):
     out = capsys.readouterr().out
     assert out.startswith("plan: ") and "fits: the fullest GPU peaks at" in out and "node 0 GPU 0" in out
     assert "the longest response it can train: " in out
+    if name.endswith("torl-1gpu"):  # the tool's share of the answer budget and the sandbox's load
+        assert ("tools: python, up to 4 calls an answer, each output cut to 512 tokens: at most 2,048 of the "
+                "3,072-token answer budget") in out and "16 sandboxed calls at once per engine" in out
 
 
 def test_an_oversized_run_fails_naming_the_resource(capsys):

@@ -112,6 +112,16 @@ def trainer_line(cfg: Config, cluster: Cluster, config: dict, prompt_tokens: int
     return line + f"; the longest response it can train: {longest:,} tokens (memory)"
 
 
+def tools_line(cfg: Config) -> str:
+    """rollout.tools: the tool tokens' share of the answer budget and the sandbox's load per engine."""
+    r, t = cfg.rollout, cfg.rollout.tools
+    most = min(t.max_calls * t.max_output_tokens, r.max_new_tokens)
+    return (f"tools: {t.name}, up to {t.max_calls} calls an answer, each output cut to {t.max_output_tokens} tokens: "
+            f"at most {most:,} of the {r.max_new_tokens:,}-token answer budget are tool output (context, not trained "
+            f"on); {t.concurrency} sandboxed calls at once per engine, each {t.timeout_s:g} s wall, {t.cpu_s} s CPU, "
+            f"{t.memory_mb} MiB (up to {t.concurrency * t.memory_mb / 1024:g} GiB of host memory per engine)")
+
+
 def check_positions(cfg: Config, shape, prompt_tokens: int) -> None:
     """The engines' max_model_len (prompt + response budget) must fit the model's positions."""
     need = prompt_tokens + cfg.rollout.max_new_tokens
@@ -140,6 +150,8 @@ def dry_run(cfg: Config) -> None:
     say(f"engines: KV cache {kv:.1f} GiB per GPU = {kv_tokens(shape, r.tensor_parallel_size, kv):,} tokens per engine "
         f"({r.n} x {r.max_new_tokens} new tokens per prompt)")
     say(trainer_line(cfg, cluster, config, prompt_tokens, layout))
+    if r.tools.name:
+        say(tools_line(cfg))
     if cfg.model.lora.rank:
         lo = cfg.model.lora
         say(f"lora: rank {lo.rank} on {lo.target_modules}: {adapter_params(config, lo.rank, lo.target_modules) / 1e6:.1f} M "
