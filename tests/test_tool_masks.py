@@ -76,3 +76,17 @@ def test_tools_and_the_engines_routing_replay_are_refused():
 
     with pytest.raises(ConfigError, match="routes are not captured across"):
         load_config("configs/tiny.yaml", ["rollout.tools.name=python", "moe.routing_replay=vllm"])
+
+
+def test_the_tools_panel_is_drawn_for_runs_with_tools_only(tmp_path):
+    import json
+
+    from rl.run.plot import plot_run
+
+    for name, extra in (("tools", {"tools/call_rate": 0.1, "tools/void_rate": 0.0}), ("plain", {})):
+        run = tmp_path / name
+        run.mkdir()
+        rows = [{"step": i, "reward/accuracy": 0.1 * i, "response/len_mean": 10.0, **extra} for i in (1, 2, 3)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        written = {p.name for p in plot_run(run)}
+        assert ("tools.png" in written) == bool(extra), written

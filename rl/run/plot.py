@@ -2,7 +2,8 @@
 
 `python -m rl.run.plot runs/x` draws, from metrics.jsonl: reward and accuracy, response length (R1-Zero's
 signature), KL and entropy, clip fraction, the trainer/vLLM gap and the routing agreement, the step-time split
-(stacked), the eval figures over steps, and an overview (response length beside accuracy).
+(stacked), the eval figures over steps, an overview (response length beside accuracy), and with tools the call
+rate beside the accuracy.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def plot_run(run_dir: Path) -> list[Path]:
     out.mkdir(exist_ok=True)
     written = [p for p in (_line_panel(lines, out, *panel) for panel in PANELS) if p]
     written += [p for p in (_routing_panel(lines, out), _time_panel(lines, out), _eval_panel(lines, out),
-                            _overview(lines, out)) if p]
+                            _overview(lines, out), _tools_panel(lines, out)) if p]
     return written
 
 
@@ -92,6 +93,21 @@ def _routing_panel(lines, out: Path) -> Path | None:
     fig, ax = _figure("Routing agreement, trainer vs the engine", "share of (token, layer) pairs")
     ax.plot(xs, ys, marker=".", label="moe/routing_agreement")
     return _save(fig, out / "routing_agreement.png", ax)
+
+
+def _tools_panel(lines, out: Path) -> Path | None:
+    """rollout.tools: how often the answers call the tool, beside how often they are right."""
+    xs, ys = series(lines, "tools/call_rate")
+    if not xs:
+        return None
+    fig, ax = _figure("Tool calls and accuracy", "share of answers")
+    ax.plot(xs, ys, label="call rate (training samples)")
+    ax.plot(*series(lines, "reward/accuracy"), label="accuracy (training samples)", alpha=0.7)
+    ax.plot(*series(lines, "tools/void_rate"), label="void-turn rate", alpha=0.5)
+    for k in sorted({k for m in lines for k in m if k.startswith("eval/") and k.endswith("/pass@1")}):
+        ax.plot(*series(lines, k), marker="o", label=f"{k.removeprefix('eval/')} (held-out)")
+    ax.set_ylim(0, 1.02)
+    return _save(fig, out / "tools.png", ax)
 
 
 def _time_panel(lines, out: Path) -> Path | None:
