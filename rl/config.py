@@ -631,8 +631,6 @@ class Config:
                 "must be in 1..rollout.max_new_tokens")
         require(moe.routing_replay != "vllm" or r.capture_routing, "moe.routing_replay",
                 "=vllm needs rollout.capture_routing=true")
-        require(moe.routing_replay != "vllm" or not r.tools.name, "moe.routing_replay",
-                "=vllm cannot go with rollout.tools yet: routes are not captured across a tool call's turns")
         require(moe.routing_replay != "trainer" or a.old_logprobs == "trainer", "moe.routing_replay",
                 "=trainer needs algo.old_logprobs=trainer (that forward records the routing)")
         require((a.mini_batch_size or t.prompts_per_step * r.n) >= t.ranks, "algo.mini_batch_size",

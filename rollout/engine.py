@@ -164,26 +164,28 @@ def generate_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[int],
 
 
 def generate_tool_groups(llm, prompt_ids: list[list[int]], prompt_indices: list[int], s: Sampling, offset: int,
-                         max_model_len: int) -> list[RolloutGroup]:
+                         max_model_len: int, capture_routing: bool = False) -> list[RolloutGroup]:
     """Groups whose answers may call a tool mid-answer (s.tools; rollout/tools/turns.py): each of a prompt's n
     answers is a trajectory of its own, generated turn by turn. Seeded, an answer's first turn draws what the
     same answer draws without tools (vLLM seeds a request's n samples seed, seed + 1, ...), so the two agree until
-    the first call. The engine's idle time while calls ran is shared evenly among the groups (engine_idle_s).
-    Routing is not captured across turns."""
+    the first call. The engine's idle time while calls ran is shared evenly among the groups (engine_idle_s). With
+    `capture_routing`, an answer's experts come from its last turn's request, whose prefill ran every earlier token
+    (its prompt, its sampled and its tool tokens) through the routers."""
     from rollout.tools.turns import Budget, run_turns, settings_of
 
     version = weight_version(llm)
     seeds = [None if s.seed is None else stable_seed(s.seed, offset + i) + j
              for i in range(len(prompt_ids)) for j in range(s.n)]
-    tokenizer = llm.get_tokenizer()
-    rollout = run_turns([list(p) for p in prompt_ids for _ in range(s.n)], EngineTurns(llm, s, seeds, version),
-                        tokenizer, settings_of(s.tools), Budget(max_model_len, s.max_new_tokens))
-    trajectories, idle = rollout.trajectories, rollout.engine_idle_s / max(len(prompt_ids), 1)
+    tokenizer, engine = llm.get_tokenizer(), EngineTurns(llm, s, seeds, version)
+    rollout = run_turns([list(p) for p in prompt_ids for _ in range(s.n)], engine, tokenizer, settings_of(s.tools),
+                        Budget(max_model_len, s.max_new_tokens))
+    routes = engine.routes(rollout.trajectories) if capture_routing else [None] * len(rollout.trajectories)
+    idle = rollout.engine_idle_s / max(len(prompt_ids), 1)
     groups, version = [], weight_version(llm)
     for i, (idx, ids) in enumerate(zip(prompt_indices, prompt_ids)):
         group = RolloutGroup(prompt_index=idx, prompt_ids=list(ids), weight_version=version, engine_idle_s=idle)
-        for t in trajectories[i * s.n: (i + 1) * s.n]:
-            group.completions.append(Completion(t.ids, tokenizer.decode(t.ids), t.logprobs, t.finish_reason,
+        for t, experts in zip(rollout.trajectories[i * s.n: (i + 1) * s.n], routes[i * s.n: (i + 1) * s.n]):
+            group.completions.append(Completion(t.ids, tokenizer.decode(t.ids), t.logprobs, t.finish_reason, experts,
                                                 tool_mask=t.mask, tool_calls=tuple(c.status for c in t.calls),
                                                 tool_seconds=tuple(c.wall_s for c in t.calls), void_turn=t.void_turn))
         groups.append(group)
@@ -200,6 +202,7 @@ class EngineTurns:
         self.base = sampling_params(dataclasses.replace(s, n=1, tools=None))
         self.turns = [0] * len(seeds)
         self.keys: dict[str, int] = {}  # request id -> trajectory key
+        self.last: dict[int, str] = {}  # trajectory key -> its last request's id
 
     def submit(self, key: int, request: list[int], stop: list[str], budget: int) -> None:
         from vllm.inputs import TokensPrompt
@@ -213,7 +216,7 @@ class EngineTurns:
         rid = f"purerl-turn-{id(self)}-{key}-{self.turns[key]}"
         self.turns[key] += 1
         self.llm.llm_engine.add_request(rid, TokensPrompt(prompt_token_ids=request), q)
-        self.keys[rid] = key
+        self.keys[rid], self.last[key] = key, rid
 
     @property
     def busy(self) -> bool:
@@ -224,6 +227,14 @@ class EngineTurns:
 
         return [(self.keys.pop(o.request_id), _turn(o.outputs[0], Turn), self.version)
                 for o in self.llm.llm_engine.step() if o.finished]
+
+    def routes(self, trajectories: list) -> list:
+        """Each trajectory's experts for its fed tokens (all but the last), from its last request's capture (the
+        hooks installed by `install_capture`); None where they do not cover them all: an answer that ended in a
+        tool's output, which no request fed."""
+        routing = self.llm.collective_rpc("purerl_take_routing")[0]
+        found = [routing.get((self.last[t.key], 0)) for t in trajectories]
+        return [e if e is not None and e.shape[0] == len(t.full) - 1 else None for t, e in zip(trajectories, found)]
 
 
 def _turn(c, turn_type):

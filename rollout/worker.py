@@ -59,7 +59,8 @@ class RolloutWorker:
                  offset: int = 0) -> list[RolloutGroup]:
         """`offset`: the position of the first prompt in the pool's call (its request seed, with sampling.seed)."""
         if sampling.tools is not None:
-            groups = generate_tool_groups(self.llm, prompt_ids, prompt_indices, sampling, offset, self.max_model_len)
+            groups = generate_tool_groups(self.llm, prompt_ids, prompt_indices, sampling, offset, self.max_model_len,
+                                          self.capture)
             for g in groups:
                 g.engine = self.rank
             return groups

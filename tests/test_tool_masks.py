@@ -68,16 +68,6 @@ def test_void_turns_dropped_do_not_stop_the_run_as_failing_verifiers():
         failures.WATCH.end_step(100, 128)
 
 
-def test_tools_and_the_engines_routing_replay_are_refused():
-    import pytest
-
-    from rl.config import load_config
-    from rl.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="routes are not captured across"):
-        load_config("configs/tiny.yaml", ["rollout.tools.name=python", "moe.routing_replay=vllm"])
-
-
 def test_the_tools_panel_is_drawn_for_runs_with_tools_only(tmp_path):
     import json
 

@@ -22,7 +22,7 @@ def test_tool_calls_in_a_real_engine():
     plain = Sampling(n=4, temperature=1.0, top_p=1.0, max_new_tokens=48, stop=("</answer>",), seed=3)
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
-        worker = RolloutWorker.remote(EngineSpec(MODEL, max_model_len=128, threads=2), 0)
+        worker = RolloutWorker.remote(EngineSpec(MODEL, max_model_len=128, threads=2), 0, capture_routing_top_k=2)
         off = ray.get(worker.generate.remote(prompts, [0, 1, 2], plain))
         quiet = ToolSpec("python", output_open="never written")  # the stop never fires: no call
         on = ray.get(worker.generate.remote(prompts, [0, 1, 2], Sampling(**{**plain.__dict__, "tools": quiet})))
@@ -45,11 +45,21 @@ def test_tool_calls_in_a_real_engine():
         assert c.logprobs[c.tool_mask.index(0)] == 0.0 and len(c.logprobs) == len(c.token_ids) == len(c.tool_mask)
         assert c.text.count("|\n") == len(c.tool_calls)
         assert len(c.token_ids) <= 48
+    # routes across turns: every answer's experts cover every token the engine fed, tool tokens included (from its
+    # last turn's prefill, so the last sampled token of each earlier turn has its real route); the prompt's routes
+    # are the ones the same prompt got without tools
+    for g, plain_group in zip(got, off):
+        for c in g.completions:
+            if c.finish_reason == "length" and c.tool_mask[-1] == 0:
+                continue  # ended in a tool's output, which no request fed
+            assert c.routed_experts is not None and c.routed_experts.shape[0] == len(g.prompt_ids) + len(c.token_ids) - 1
+            same = c.routed_experts[: len(g.prompt_ids)] == plain_group.completions[0].routed_experts[: len(g.prompt_ids)]
+            assert same.float().mean() > 0.99
 
 
 def test_steps_with_tool_calls_stay_in_parity_and_a_skipped_sync_is_caught(tmp_path):
-    """Two steps of the tiny config with calls at "=": the trainer scores every answer with the tool's tokens as
-    context, and the engine's logprobs of the tokens sampled after a call match the trainer's (the per-step sync
+    """Two steps of the tiny config with calls at "=", replaying the engine's routes across the turns: the trainer
+    scores every answer with the tool's tokens as context, and the engine's logprobs of the tokens sampled after a call match the trainer's (the per-step sync
     check compares sampled tokens only). Its negative: an update the engines never got fails the check."""
     from rl.batch.build import build_tokens
     from rl.batch.types import TrainBatch
@@ -67,7 +77,7 @@ def test_steps_with_tool_calls_stay_in_parity_and_a_skipped_sync_is_caught(tmp_p
         "rollout.tools.name=python", "rollout.tools.code_open=''", "rollout.tools.code_close=''",
         "rollout.tools.output_open='='", "rollout.tools.output_close='|'", "rollout.tools.max_calls=2",
         "trainer.prompts_per_step=8", "rollout.n=4", "rollout.max_new_tokens=48", "data.eval_size=16",
-        "trainer.lr=1e-3", f"run.dir={tmp_path}"])
+        "trainer.lr=1e-3", "moe.routing_replay=vllm", f"run.dir={tmp_path}"])
     s = Session.start(cfg)
     try:
         collector = Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), 0))
@@ -89,4 +99,5 @@ def test_steps_with_tool_calls_stay_in_parity_and_a_skipped_sync_is_caught(tmp_p
     # the length counts sampled tokens only: tool tokens are on top of it
     assert all(m["tools/token_share"] > 0 and 0 < m["tools/latency_p50_s"] <= m["tools/latency_p99_s"] < 5 for m in logged)
     assert all(m["rollout/logprob_abs_diff_mean"] < 1e-4 for m in logged), [m["rollout/logprob_abs_diff_mean"] for m in logged]
+    assert all(m["moe/routing_agreement"] > 0.99 for m in logged), [m["moe/routing_agreement"] for m in logged]
     assert synced < 1e-3 < stale, (synced, stale)
