@@ -105,7 +105,7 @@ def _tools_panel(lines, out: Path) -> Path | None:
     ax.plot(*series(lines, "reward/accuracy"), label="accuracy (training samples)", alpha=0.7)
     ax.plot(*series(lines, "tools/void_rate"), label="void-turn rate", alpha=0.5)
     for k in sorted({k for m in lines for k in m if k.startswith("eval/") and k.endswith("/pass@1")}):
-        ax.plot(*series(lines, k), marker="o", label=f"{k.removeprefix('eval/')} (held-out)")
+        ax.plot(*series(lines, k), marker="o", linestyle="none", label=f"{k.removeprefix('eval/')} (held-out)")
     ax.set_ylim(0, 1.02)
     return _save(fig, out / "tools.png", ax)
 
