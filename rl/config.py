@@ -181,12 +181,12 @@ class ToolsConfig:
         require(self.concurrency >= 1, "concurrency", "must be >= 1")
         require(bool(self.output_open), "output_open", "must not be empty: it is the stop string of a call")
         if self.name:
-            from rollout.tools import TOOLS, get_tool
+            from rollout.tools import get_tool
 
             try:
                 get_tool(self.name)
-            except KeyError:
-                require(False, "name", f"unknown tool {self.name!r}; registered tools: {', '.join(TOOLS.names())}")
+            except KeyError as e:
+                require(False, "name", str(e))
 
 
 @dataclass

@@ -33,7 +33,8 @@ def test_tiny_yaml_loads_with_overrides():
         ("trainer.max_tokens_per_micro_batch=-1", "trainer.max_tokens_per_micro_batch"),
         ("trainer.logprob_chunk_tokens=-8", "trainer.logprob_chunk_tokens"),
         ("algo.entropy_coef=-0.1", "algo.entropy_coef"),
-        ("rollout.tools.name=calculator", "rollout.tools.name unknown tool 'calculator'; registered tools: python"),
+        ("rollout.tools.name=calculator", "rollout.tools.name unknown tool 'calculator'; valid names: python, silent"),
+        ("rollout.tools.name=nopkg.tools:f", "tool 'nopkg.tools:f' cannot be loaded (ModuleNotFoundError"),
         ("rollout.tools.max_calls=0", "rollout.tools.max_calls"),
     ],
 )

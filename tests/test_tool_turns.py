@@ -204,3 +204,15 @@ def test_a_file_written_by_the_tool_stays_in_the_sandbox(tmp_path):
     target = tmp_path / "escaped"
     result = get_tool("python")(f"open({str(target)!r}, 'w').write('x')\nprint('wrote')", ToolLimits())
     assert not target.exists(), result
+
+
+def test_a_tool_of_your_own_by_dotted_path(monkeypatch):
+    """A third-party package's tool (tests/plugin_example), named `module:function` in the config, as verifiers are."""
+    from rl.config import load_config
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "plugin_example"))
+    name = "purerl_plugin_example.tools:word_count"
+    assert load_config("configs/tiny.yaml", [f"rollout.tools.name={name}"]).rollout.tools.name == name
+    script = [[asking("```python\nthree words here\n```\n"), ids("a")]] + [[ids("a")]] * 3
+    got = run_turns(PROMPTS, Batched(Scripted(script)), TOK, settings(tool=get_tool(name)), 512).trajectories[0]
+    assert got.calls == [ToolResult("3\n", "ok")]

@@ -9,10 +9,11 @@ returns an empty output.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rl.registry import Registry
+from rl.registry import Registry, UnknownNameError
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,20 @@ def register_tool(name: str) -> Callable[[Tool], Tool]:
 
 
 def get_tool(name: str) -> Tool:
-    """The registered tool; an unknown name is an error listing the known ones."""
+    """The registered tool, or the function at a dotted path `module:function` (a tool of your own, importable
+    where the engines run: an installed package); an unknown name is an error listing the registered ones."""
     import rollout.tools.python  # noqa: F401 - the built-in tools register on import
     import rollout.tools.silent  # noqa: F401
 
-    return TOOLS.get(name)
+    if ":" not in name:
+        return TOOLS.get(name)
+    module, _, attr = name.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise UnknownNameError(f"tool {name!r} cannot be loaded ({type(e).__name__}: {e}); a tool of your own is "
+                               f"`module:function`, importable where the engines run; registered tools: "
+                               f"{', '.join(TOOLS.names())}") from None
 
 
 def call_tool(tool: Tool, code: str, limits: ToolLimits) -> ToolResult:
