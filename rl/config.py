@@ -604,10 +604,15 @@ class LogConfig:
     """Show vLLM's and Ray's own logs on the console instead of only in <run dir>/logs/."""
     plot: bool = True
     """Draw the run's curves into <run dir>/plots/ when it ends (make plot RUN=<dir> does it any time)."""
+    reflection_markers: list[str] = field(default_factory=list)
+    """Phrases by which a response checks a candidate and revises it (a task's miss-and-retry words, e.g. "no,
+    try"): response/reflection_rate is the share of responses holding any of them. Empty: not measured."""
 
     def __post_init__(self):
         require(self.samples_every >= 0, "samples_every", "must be >= 0")
         require(self.samples >= 1, "samples", "must be >= 1")
+        require(all(isinstance(m, str) and m for m in self.reflection_markers), "reflection_markers",
+                "must be non-empty strings")
 
 
 @dataclass

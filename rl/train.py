@@ -19,7 +19,7 @@ from rl.batch.types import TokenBatch, TrainBatch
 from rl.collect import failures
 from rl.collect.collector import Collected, Collector
 from rl.collect.failures import RewardFailure, watch
-from rl.collect.generate import sampling, tool_metrics
+from rl.collect.generate import reflection_rate, sampling, tool_metrics
 from rl.collect.scoring import reward_metrics
 from rl.config import Config, ConfigError, load_config
 from rl.data.sampler import EpochSampler
@@ -72,6 +72,8 @@ def rl_step(s: Session, collector: Collector, step: int, samples: SampleLog | No
         **({"time/reference": forwards.reference_s} if cfg.algo.kl_coef > 0 else {}),
         **response_metrics(tokens, collected.generate_s),
         **(tool_metrics(collected.groups, cfg.rollout.tools.drop_void_turns) if cfg.rollout.tools.name else {}),
+        **({"response/reflection_rate": reflection_rate(collected.groups, cfg.log.reflection_markers)}
+           if cfg.log.reflection_markers else {}),
         **result.metrics,
         **pre_update_gap(batch, result, cfg),
         "train/tokens": int(batch.attention_mask.sum()),

@@ -1,6 +1,7 @@
 """Tool tokens (rollout/tools) are context, never trained on: the batch masks them out of the loss and the KL and
 leaves them out of the response length. A hand-computed case on the real batch builder and objectives."""
 
+import pytest
 import torch
 
 from rl.batch.build import build_tokens
@@ -57,7 +58,6 @@ def test_a_void_turn_is_masked_out_of_the_step():
 
 
 def test_void_turns_dropped_do_not_stop_the_run_as_failing_verifiers():
-    import pytest
 
     from rl.collect import failures
     from rl.train import stop_on_failing_rewards
@@ -80,3 +80,4 @@ def test_the_tools_panel_is_drawn_for_runs_with_tools_only(tmp_path):
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         written = {p.name for p in plot_run(run)}
         assert ("tools.png" in written) == bool(extra), written
+

@@ -51,6 +51,13 @@ def tool_metrics(groups: list[RolloutGroup], drop_void_turns: bool) -> dict[str,
 
 
 
+def reflection_rate(groups: list[RolloutGroup], markers: list[str]) -> float:
+    """The share of the step's responses that hold any of `markers` (log.reflection_markers): responses that check
+    a candidate and revise it."""
+    texts = [c.text for g in groups for c in g.completions]
+    return sum(any(m in t for m in markers) for t in texts) / max(len(texts), 1)
+
+
 class StaleWeightsError(RuntimeError):
     """Groups were sampled with other weights than the trainer expects: an engine missed a sync."""
 

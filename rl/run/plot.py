@@ -2,8 +2,8 @@
 
 `python -m rl.run.plot runs/x` draws, from metrics.jsonl: reward and accuracy, response length (R1-Zero's
 signature), KL and entropy, clip fraction, the trainer/vLLM gap and the routing agreement, the step-time split
-(stacked), the eval figures over steps, an overview (response length beside accuracy), and with tools the call
-rate beside the accuracy.
+(stacked), the eval figures over steps, an overview (response length, the reflection rate when measured, and
+accuracy), and with tools the call rate beside the accuracy.
 """
 
 from __future__ import annotations
@@ -133,15 +133,21 @@ def _eval_panel(lines, out: Path) -> Path | None:
 
 
 def _overview(lines, out: Path) -> Path | None:
-    """R1-Zero's story in two panels: the responses grow, and accuracy follows."""
+    """R1-Zero's story side by side: the responses grow, (with log.reflection_markers) more of them check and
+    revise, and accuracy follows."""
     import matplotlib.pyplot as plt
 
     xs, lens = series(lines, "response/len_mean")
     if not xs:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.4), dpi=100)
-    left.plot(xs, lens, marker=".")
-    left.set(title="Response length", xlabel="training step", ylabel="tokens (mean)")
+    reflect = series(lines, "response/reflection_rate")
+    fig, axes = plt.subplots(1, 3 if reflect[0] else 2, figsize=(14.4 if reflect[0] else 9.6, 3.4), dpi=100)
+    axes[0].plot(xs, lens, marker=".")
+    axes[0].set(title="Response length", xlabel="training step", ylabel="tokens (mean)")
+    if reflect[0]:
+        axes[1].plot(*reflect, marker=".", color="tab:purple")
+        axes[1].set(title="Reflection", xlabel="training step", ylabel="share of responses", ylim=(0, 1.02))
+    right = axes[-1]
     right.plot(*series(lines, "reward/accuracy"), label="training samples", alpha=0.6)
     evals = sorted({k for m in lines for k in m if k.startswith("eval/") and k.endswith(("/pass@1", "/greedy"))
                     and k.count("/") == 2})
@@ -149,7 +155,7 @@ def _overview(lines, out: Path) -> Path | None:
         right.plot(*series(lines, k), marker="o", label=k.removeprefix("eval/"))
     right.set(title="Accuracy", xlabel="training step", ylabel="share correct", ylim=(0, 1.02))
     right.legend(loc="lower right", fontsize=8)
-    for ax in (left, right):
+    for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "overview.png")
