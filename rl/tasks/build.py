@@ -19,6 +19,7 @@ EMBEDDED = {  # model path -> the module whose RECIPE makes it
     "models/tiny-code-base": "rl.tasks.code.base_model",
     "models/tiny-dsv3-base": "rl.tasks.arithmetic.deepseek",
     "models/tiny-tir-base": "rl.tasks.tir.base_model",
+    "models/tiny-countdown-base": "rl.tasks.countdown.base_model",
 }
 
 

@@ -1,0 +1,55 @@
+"""The countdown base model's corpus (rl/tasks/countdown/base_model.py): searches compute every step right and
+stop at a hit that reasoning-gym's own score accepts; a longer budget succeeds more often; no document holds a
+held-out or eval problem."""
+
+import re
+
+import reasoning_gym
+
+from rl.tasks.countdown import base_model as cd
+
+
+def test_a_chain_computes_every_step_and_writes_the_expression_it_computed():
+    steps, value, expr = cd.chain([9, 5, 1, 2], ["+", "-", "*"])
+    assert steps == "9+5=14, 14-1=13, 13*2=26" and value == 26 and expr == "((9+5)-1)*2" and eval(expr) == 26
+
+
+def test_searches_stop_at_a_hit_that_the_task_scores_right():
+    rows = list(reasoning_gym.create_dataset("countdown", size=400, seed=cd.TRAIN_SEED, **cd.SPLIT))
+    data = reasoning_gym.create_dataset("countdown", size=400, seed=cd.TRAIN_SEED, **cd.SPLIT)
+    rng = cd.random.Random(0)
+    hits = 0
+    for row in rows:
+        text = cd.search(row["metadata"]["numbers"], row["metadata"]["target"], rng)
+        answer = re.search(r"<answer> (.*) </answer>", text).group(1)
+        for a, op, b, value in re.findall(r"(-?\d+)([+*-])(\d+)=(-?\d+)", text):
+            assert cd.OPS[op](int(a), int(b)) == int(value), text
+        if " yes " in text:
+            hits += 1
+            assert data.score_answer(answer, row) == 1.0, text
+        else:  # the budget ran out: it says so and answers its last candidate, which misses
+            assert text.count(cd.RETRY) == text.count(" no") - 1 and data.score_answer(answer, row) < 1.0
+    assert 0.2 < hits / len(rows) < 0.8
+
+
+def test_a_longer_budget_succeeds_more_often():
+    rows = list(reasoning_gym.create_dataset("countdown", size=300, seed=cd.TRAIN_SEED, **cd.SPLIT))
+    rng = cd.random.Random(1)
+
+    def success(tries: int) -> float:
+        found = 0
+        for row in rows:
+            numbers, target = row["metadata"]["numbers"], row["metadata"]["target"]
+            found += any(cd.chain(*cd.candidate(numbers, target, rng))[1] == target for _ in range(tries))
+        return found / len(rows)
+
+    one, six = success(1), success(6)
+    assert 0.05 < one < 0.35 and six > one + 0.25, (one, six)
+
+
+def test_no_document_holds_a_held_out_or_eval_problem():
+    rows = cd.training_rows(3000)
+    assert len(rows) > 1000 and not {cd.problem(r) for r in rows} & cd.held_out_problems()
+    docs = cd.corpus(3000, 0)
+    searching = sum("a quick guess" not in d for d in docs) / len(docs)
+    assert 0.25 < searching < 0.35 and any(cd.RETRY in d for d in docs)
