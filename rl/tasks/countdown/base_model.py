@@ -48,12 +48,14 @@ def candidate(numbers: list[int], target: int, rng: random.Random) -> list:
 
 
 def search(numbers: list[int], target: int, rng: random.Random) -> str:
+    """Tries, each "expression: steps", until one hits ("yes") or the budget runs out; the answer copies the last
+    expression written."""
     tries = []
     for _ in range(rng.randint(1, MAX_TRIES)):
         steps, value, expr = chain(*candidate(numbers, target, rng))
         if value == target:
-            return " " + f" {RETRY} ".join(tries + [steps + " yes"]) + f" </think> <answer> {expr} </answer>"
-        tries.append(steps)
+            return " " + f" {RETRY} ".join(tries + [f"{expr}: {steps} yes"]) + f" </think> <answer> {expr} </answer>"
+        tries.append(f"{expr}: {steps}")
     return " " + f" {RETRY} ".join(tries) + f" no </think> <answer> {expr} </answer>"
 
 
