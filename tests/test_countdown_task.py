@@ -15,8 +15,8 @@ def test_a_chain_computes_every_step_and_writes_the_expression_it_computed():
 
 
 def test_searches_stop_at_a_hit_that_the_task_scores_right():
-    rows = list(reasoning_gym.create_dataset("countdown", size=400, seed=cd.TRAIN_SEED, **cd.SPLIT))
-    data = reasoning_gym.create_dataset("countdown", size=400, seed=cd.TRAIN_SEED, **cd.SPLIT)
+    data = reasoning_gym.create_dataset("countdown", size=300, seed=cd.TRAIN_SEED, **cd.SPLIT)
+    rows = list(data)
     rng = cd.random.Random(0)
     hits = 0
     for row in rows:
@@ -47,9 +47,10 @@ def test_a_longer_budget_succeeds_more_often():
     assert 0.05 < one < 0.35 and six > one + 0.25, (one, six)
 
 
-def test_no_document_holds_a_held_out_or_eval_problem():
-    rows = cd.training_rows(3000)
-    assert len(rows) > 1000 and not {cd.problem(r) for r in rows} & cd.held_out_problems()
+def test_no_document_holds_a_held_out_or_eval_problem(monkeypatch):
+    rows = cd.training_rows(1000)
+    assert len(rows) > 300 and not {cd.problem(r) for r in rows} & cd.held_out_problems()
+    monkeypatch.setattr(cd, "TRAIN_ROWS", 1000)  # the corpus draws from these rows
     docs = cd.corpus(3000, 0)
     searching = sum("a quick guess" not in d for d in docs) / len(docs)
     assert 0.25 < searching < 0.35 and any(cd.RETRY in d for d in docs)

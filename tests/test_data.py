@@ -103,6 +103,15 @@ def test_procedural_eval_cannot_share_the_training_seed():
                       "data.train=reasoning_gym:countdown?size=4&seed=1&min_numbers=2&max_numbers=2"])
     with pytest.raises(ConfigError, match="data.eval .* uses a training split's seed"):
         load_data(cfg, load_tokenizer("models/tiny-moe-base"), trainable=True)
+    # the next seed shares all but one item: reasoning-gym makes item i of seed S from seed S + i
+    a = load_prompts("reasoning_gym:countdown?size=4&seed=1&min_numbers=2&max_numbers=2")
+    b = load_prompts("reasoning_gym:countdown?size=4&seed=2&min_numbers=2&max_numbers=2")
+    assert [r.prompt for r in a[1:]] == [r.prompt for r in b[:3]]
+    shifted = load_config("configs/tiny-countdown.yaml", ["eval.sets={}",
+                          "data.eval=reasoning_gym:countdown?size=4&seed=3&min_numbers=2&max_numbers=2",
+                          "data.train=reasoning_gym:countdown?size=4&seed=1&min_numbers=2&max_numbers=2"])
+    with pytest.raises(ConfigError, match=r"draws reasoning-gym's items 3..6 and .* draws 1..4 .* use a seed of 5"):
+        load_data(shifted, load_tokenizer("models/tiny-moe-base"), trainable=True)
     mixed = load_config("configs/tiny-countdown.yaml", ["eval.sets={}",  # the seed of a data.mix source counts too
                         "data.eval=reasoning_gym:countdown?size=4&seed=7&min_numbers=2&max_numbers=2",
                         "data.mix=[{path: 'reasoning_gym:countdown?size=4&seed=7&min_numbers=2&max_numbers=2'}]"])

@@ -51,5 +51,11 @@ def procedural_rows(source: str) -> list[PromptRow]:
             for i, entry in enumerate(dataset)]
 
 
-def seed_of(source: str) -> int | None:
-    return parse_spec(source)[1]["seed"] if is_procedural(source) else None
+def items_of(source: str) -> range | None:
+    """The reasoning-gym items a procedural split draws: item i of seed S is generated from seed S + i, so a split
+    of N from seed S is items S..S+N-1, and item i of seed S+1 is item i+1 of seed S (measured: reasoning-gym
+    0.1.25). Two splits share problems when these ranges meet. None for a file."""
+    if not is_procedural(source):
+        return None
+    options = parse_spec(source)[1]
+    return range(options["seed"], options["seed"] + options["size"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from rl.config import Config, DataSource
 from rl.data import PromptSet, concat, encode, load_prompts
-from rl.data.procedural import seed_of
+from rl.data.procedural import items_of
 from rl.errors import ConfigError, UserError
 from rl.run.console import say
 from rl.run.placement import Plan, actor_options, plan, reserve
@@ -120,11 +120,24 @@ def load_data(cfg: Config, tokenizer, trainable: bool) -> tuple[PromptSet, Promp
     train = concat([prompts(d.train, d.format, d.keys, d.split), *map(read, d.mix)]) if trainable else PromptSet([], [])
     held_out = prompts(d.eval, d.format, d.keys, d.split, d.eval_size)
     sets = {name: read(e) for name, e in cfg.eval.sets.items()}
-    for where, path in [("data.eval", d.eval), *((f"eval.sets.{n}.path", e.path) for n, e in cfg.eval.sets.items())]:
-        seeds = {seed_of(t) for t in [d.train, *(m.path for m in d.mix)]} - {None}
-        if trainable and seed_of(path) in seeds:
-            raise ConfigError(f"{path} uses a training split's seed: its problems would be trained on", where)
+    if trainable:
+        check_disjoint(d, cfg.eval.sets)
     return train, held_out, sets
+
+
+def check_disjoint(d, sets: dict) -> None:
+    """A procedural held-out split or eval set may not draw reasoning-gym items that a training split draws
+    (rl/data/procedural.py items_of): ConfigError naming both ranges."""
+    training = [(t, items_of(t)) for t in [d.train, *(m.path for m in d.mix)] if items_of(t)]
+    for where, path in [("data.eval", d.eval), *((f"eval.sets.{n}.path", e.path) for n, e in sets.items())]:
+        mine = items_of(path)
+        for train, theirs in training:
+            if mine and mine.start < theirs.stop and theirs.start < mine.stop:
+                raise ConfigError(
+                    f"{path} uses a training split's seed range: it draws reasoning-gym's items {mine.start}.."
+                    f"{mine.stop - 1} and {train} draws {theirs.start}..{theirs.stop - 1} (item i of seed S is "
+                    f"generated from seed S + i), so its problems would be trained on; use a seed of "
+                    f"{theirs.stop} or more", where)
 
 
 def resolve_lora_sync(cfg: Config, model_path: str) -> Config:
