@@ -216,10 +216,10 @@ def run_turns(prompts: list[list[int]], engine: Engine, tokenizer, s: ToolSettin
     `max_calls` reached, a void turn, or no room left: "length"). A turn that asks for a call has its call run in a
     pool of `s.concurrency` threads while the engine decodes the other trajectories; when the call returns, its
     output joins the trajectory and its next turn is submitted. `budget`: a Budget, or the engine's max_model_len."""
-    loop = TurnLoop(engine, tokenizer, s, budget if isinstance(budget, Budget) else Budget(budget))
+    budget = budget if isinstance(budget, Budget) else Budget(budget)
     trajectories = [Trajectory(list(p), key=i) for i, p in enumerate(prompts)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=s.concurrency, thread_name_prefix="purerl-tool") as pool:
-        loop.pool = pool
+        loop = TurnLoop(engine, pool, tokenizer, s, budget)
         for t in trajectories:
             loop.send(t)
         while engine.busy or loop.calls:
@@ -233,10 +233,9 @@ def run_turns(prompts: list[list[int]], engine: Engine, tokenizer, s: ToolSettin
 class TurnLoop:
     """The loop's state: what each trajectory last sent the engine, the calls under way, the engine's idle time."""
 
-    def __init__(self, engine: Engine, tokenizer, s: ToolSettings, budget: Budget):
-        self.engine, self.tokenizer, self.s, self.budget = engine, tokenizer, s, budget
+    def __init__(self, engine: Engine, pool: concurrent.futures.Executor, tokenizer, s: ToolSettings, budget: Budget):
+        self.engine, self.pool, self.tokenizer, self.s, self.budget = engine, pool, tokenizer, s, budget
         self.marker = tokenizer.encode("\n...\n", add_special_tokens=False)
-        self.pool: concurrent.futures.Executor | None = None
         self.sent: dict[int, list[int]] = {}
         self.calls: list[Call] = []
         self.idle_s = 0.0
