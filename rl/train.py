@@ -243,8 +243,8 @@ class Outputs:
 def loop(s: Session, collector: Collector, out: Outputs, first: int) -> list[float]:
     """Steps first..trainer.steps, with their metrics, evaluations and checkpoints; returns each step's sync
     parity."""
-    cfg, gaps, healer = s.cfg, [], TrainerHealer(s.trainer, s.cfg, out.run_dir)
-    healer.start(first)
+    cfg, gaps, healer = s.cfg, [], TrainerHealer(s.trainer, s.cfg)
+    healer.start()
     for step in range(first, cfg.trainer.steps + 1):
         t_wall = time.perf_counter()
         try:

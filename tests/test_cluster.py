@@ -10,6 +10,7 @@ from rl.collect.collector import Collector
 from rl.collect.generate import sampling
 from rl.config import load_config
 from rl.data.sampler import EpochSampler
+from rl.run.heal import TrainerHealer
 from rl.run.session import Session
 from rl.train import rl_step
 
@@ -113,3 +114,32 @@ def test_no_room_after_node_loss_stops_with_checkpoint(tmp_path, monkeypatch):
     logged = (run_dir / "metrics.jsonl").read_text().count("\n")
     assert f"Checkpoint of step {logged}:" in str(err.value)
     assert [p.name for p in complete_checkpoints(run_dir)] == [f"step-{logged:06d}"]
+
+
+def test_a_trainer_rank_whose_node_is_removed_is_rebuilt_on_another(tmp_path, monkeypatch):
+    """Rank 1's node goes away after step 1. The group is rebuilt from the state copy the driver holds in memory
+    (nothing is written where the ranks could read it), rank 1 lands on the spare node, and step 2 is trained."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(4):  # the engine, two ranks, a spare
+        cluster.add_node(num_cpus=1)
+    monkeypatch.setenv("RAY_ADDRESS", cluster.address)
+    cfg = load_config("configs/tiny.yaml", ARGS + ["rollout.num_engines=1", "run.eval_before=false",
+                                                  f"run.dir={tmp_path}"])
+    s = Session.start(cfg)
+    try:
+        healer = TrainerHealer(s.trainer, cfg)
+        healer.start()
+        collector = Collector(cfg, s.pool, s.train, EpochSampler(len(s.train), cfg.data.seed))
+        rl_step(s, collector, 1, healer=healer)
+        lost, kept = s.trainer.node_ids[1], s.trainer.node_ids[0]
+        cluster.remove_node(node_of(cluster, lost), allow_graceful=False)
+        second = rl_step(s, collector, 2, healer=healer)
+        assert second["run/restarts/trainer_died"] == 1 and second["optimizer_steps"] == 1
+        assert s.trainer.node_ids[1] not in (lost, kept, s.pool.node_ids[0])
+        assert 0 < second["run/trainer_state_copy_gib"] < 0.1
+        third = rl_step(s, collector, 3, healer=healer)  # sampled from the rebuilt group's synced weights
+        assert third["rollout/logprob_abs_diff_max"] < 1e-3
+        assert not list(tmp_path.rglob("*.safetensors")), "the state copy was written to disk"
+    finally:
+        s.close()
+        cluster.shutdown()

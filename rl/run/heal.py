@@ -1,49 +1,44 @@
 """A trainer rank that dies or hangs (trainer.ranks > 1) costs no step: the driver tears the group down, builds it
 again in the same placement bundles from the trainer state after the last completed step, and trains the step
-again on the same rollouts, so the run goes on as if nothing happened. That state is a copy the ranks write after
-each step into the run's folder (`checkpoints/.trainer-state`, never uploaded: weights, optimizer, schedule, RNG; `time/trainer_state_copy`
-says its cost), or the checkpoint the run resumed from. A checkpoint of an earlier step would not do: the steps
-since would need their rollouts again. run.max_restarts bounds the restarts of a run; run/restarts/trainer_died
-and run/restarts/trainer_hung count them.
+again on the same rollouts, so the run goes on as if nothing happened. That state (weights, optimizer, schedule,
+every rank's RNG) is a copy the ranks hand the driver after each step, kept in the driver's memory: on the driver's
+node, whatever node a rank was on, with or without shared storage, written nowhere (`time/trainer_state_copy` says
+its cost). A checkpoint of an earlier step would not do: the steps since would need their rollouts again.
+run.max_restarts bounds the restarts of a run; run/restarts/trainer_died and run/restarts/trainer_hung count them.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 from rl.config import Config
 from rl.run.console import say
-from rl.trainer.checkpoint import atomic_folder, checkpoint_folder, complete_checkpoints
-from rl.trainer.group import TrainerGroup, TrainerLost
+from rl.trainer.group import StateCopy, TrainerGroup, TrainerLost
 
 T = TypeVar("T")
-STATE_COPY = "checkpoints/.trainer-state"
 
 
 class TrainerHealer:
-    def __init__(self, trainer, cfg: Config, run_dir: Path):
-        self.trainer, self.cfg, self.run_dir = trainer, cfg, run_dir
+    def __init__(self, trainer, cfg: Config):
+        self.trainer, self.cfg = trainer, cfg
         self.enabled = isinstance(trainer, TrainerGroup) and cfg.run.max_restarts > 0
         self.restarts = {"died": 0, "hung": 0}
-        self.source: Path | None = None
+        self.source: StateCopy | None = None
         self.copy_s = 0.0
+        self.copy_bytes = 0
 
-    def start(self, first: int) -> None:
-        """Before the first step: the state to come back to is the resumed checkpoint, or a copy written now."""
-        if not self.enabled:
-            return
-        checkpoint = checkpoint_folder(self.run_dir, first - 1)
-        self.source = checkpoint if checkpoint in complete_checkpoints(self.run_dir) else self._copy()
+    def start(self) -> None:
+        """Before the first step: the state to come back to, as the run starts or resumes."""
+        if self.enabled:
+            self.source = self._copy()
 
-    def _copy(self) -> Path:
+    def _copy(self) -> StateCopy:
         t = time.perf_counter()
-        with atomic_folder(self.run_dir / STATE_COPY) as tmp:
-            self.trainer.save(tmp)
-        self.copy_s = time.perf_counter() - t
-        return self.run_dir / STATE_COPY
+        state = self.trainer.snapshot()
+        self.copy_s, self.copy_bytes = time.perf_counter() - t, sum(len(v) for v in state.values())
+        return state
 
     def run(self, step: int, work: Callable[[], T]) -> T:
         """`work` (the step's training and sync) and then the copy of the state it leaves, done again on a fresh
@@ -68,4 +63,4 @@ class TrainerHealer:
         if not self.enabled:
             return {}
         return {"run/restarts/trainer_died": self.restarts["died"], "run/restarts/trainer_hung": self.restarts["hung"],
-                "time/trainer_state_copy": self.copy_s}
+                "time/trainer_state_copy": self.copy_s, "run/trainer_state_copy_gib": self.copy_bytes / 2**30}

@@ -9,7 +9,9 @@ batch are split over the ranks by tokens (rl.trainer.micro) for every forward pa
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -27,10 +29,28 @@ from rollout.logfile import log_to_file
 COLLECTIVE_GRACE_S = 60.0  # the process group's timeout is the driver's deadline plus this: the driver acts first
 
 
+StateCopy = dict[str, bytes]  # the trainer's state as `Trainer.save` writes it: each file's bytes by its name
+
+
+def read_folder(folder: Path) -> StateCopy:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_folder(files: StateCopy, folder: Path) -> Path:
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return folder
+
+
 @ray.remote
 class TrainerRank:
-    def __init__(self, cfg: Config, policy_path: str, reference_path: str, threads: int):
-        self.args, self.threads, self.rank = (cfg, policy_path, reference_path), threads, 0
+    def __init__(self, cfg: Config, policy: str | StateCopy, reference_path: str, threads: int):
+        """`policy`: a folder (model.path, a checkpoint), or a state copy (`TrainerGroup.snapshot`), which is
+        written into a folder on this rank's node to be loaded, then removed by `restore`."""
+        self.unpacked = write_folder(policy, Path(tempfile.mkdtemp(prefix="purerl-state-"))) if isinstance(
+            policy, dict) else None
+        self.args, self.threads, self.rank = (cfg, str(self.unpacked or policy), reference_path), threads, 0
         self.trainer = None
 
     def address(self) -> tuple[str, int]:
@@ -57,6 +77,18 @@ class TrainerRank:
             kwargs["rank"] = self.rank
         return getattr(self.trainer, method)(*args, **kwargs)
 
+    def snapshot(self) -> StateCopy:
+        """This rank's part of the trainer state (`Trainer.save`: rank 0 the weights, optimizer and schedule,
+        every rank its RNG), as bytes for the driver to keep."""
+        with tempfile.TemporaryDirectory(prefix="purerl-state-") as tmp:
+            self.trainer.save(Path(tmp), rank=self.rank)
+            return read_folder(Path(tmp))
+
+    def restore(self) -> None:
+        """The optimizer, schedule and RNG of the state copy this rank was built from."""
+        self.trainer.load_state(self.unpacked, rank=self.rank)
+        shutil.rmtree(self.unpacked, ignore_errors=True)
+
 
 class TrainerLost(RuntimeError):
     """A trainer rank died, or did not answer a call within trainer.call_timeout_s; `kind` is "died" or "hung"."""
@@ -75,7 +107,7 @@ class TrainerGroup:
         self._start(policy_path)
         self._weight_bytes = self._first("weight_bytes")
 
-    def _start(self, policy_path: str) -> None:
+    def _start(self, policy_path: str | ray.ObjectRef) -> None:
         """The rank actors in their placement bundles (started within cluster.timeout_s), joined in one process
         group whose collectives time out after the driver's deadline (trainer.call_timeout_s) has fired."""
         threads = self.cfg.trainer.threads or max(1, int(self.cfg.trainer.rank_cpus))
@@ -87,12 +119,28 @@ class TrainerGroup:
         self.node_ids = self._get([r.setup.remote(i, len(self.ranks), addr, port, self.timeout + COLLECTIVE_GRACE_S)
                                    for i, r in enumerate(self.ranks)], "setup", start_s)
 
-    def restart(self, folder: Path | str) -> None:
+    def snapshot(self) -> StateCopy:
+        """The trainer state as the ranks would save it, held in this process's memory: a copy on the driver's
+        node, whichever node the ranks are on, to build the group again from."""
+        parts = self._get([r.snapshot.remote() for r in self.ranks], "snapshot")
+        return {name: data for part in parts for name, data in part.items()}
+
+    def restart(self, state: StateCopy) -> None:
         """Tears every rank down (a hung one included) and builds the group again in the same placement bundles
-        (Ray moves a bundle whose node is gone), from the trainer state saved in `folder`."""
-        self.shutdown()
-        self._start(str(folder))
-        self.load_state(folder)
+        (Ray moves a bundle whose node is gone: ranks that die while it does are started again, within
+        cluster.timeout_s), from `state` (`snapshot`), put once in this node's object store for every rank to
+        fetch."""
+        ref, deadline = ray.put(state), time.monotonic() + self.cfg.cluster.timeout_s
+        while True:
+            self.shutdown()
+            try:
+                self._start(ref)
+                self._get([r.restore.remote() for r in self.ranks], "restore")
+                return
+            except TrainerLost:  # a bundle on a lost node is placed again once Ray has marked the node dead
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
 
     def _get(self, refs: list, call: str, timeout_s: float | None = None) -> list:
         """ray.get of one call per rank (refs[i] is rank i's, or the first ranks'), within trainer.call_timeout_s
