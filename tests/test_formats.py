@@ -144,20 +144,24 @@ def test_each_format_trains_two_steps(fmt, tmp_path):
 
 
 @pytest.mark.engines
-@pytest.mark.slow  # the two-number countdown learns nothing yet (#28); make test-slow runs it
-def test_the_countdown_config_trains(tmp_path):
-    """configs/tiny-countdown.yaml: a reasoning-gym split scored by the task's own score_answer."""
+def test_the_countdown_config_runs_three_steps(tmp_path):
+    """configs/tiny-countdown.yaml, 3 steps: its reasoning-gym split (+ and - only), scored by the task's own
+    score_answer, with its reflection markers counted. On the arithmetic base model, which make test builds anyway
+    (the countdown base takes minutes more to build: make test-slow trains the config itself)."""
     from rl.train import train
 
     cfg = load_config("configs/tiny-countdown.yaml", [
-        "trainer.steps=2", "trainer.prompts_per_step=2", "rollout.n=4", "data.eval_size=4",
-        "eval.sets.countdown.size=4", "eval.n=2", "eval.k=[1]", "run.save_checkpoint=false", "log.plot=false",
-        f"run.dir={tmp_path}"])
+        "model.path=models/tiny-moe-base", "trainer.steps=3", "trainer.prompts_per_step=2", "rollout.n=4",
+        "rollout.max_new_tokens=24", "data.eval_size=4", "eval.sets.countdown.size=4", "eval.n=2", "eval.k=[1]",
+        "run.save_checkpoint=false", "log.plot=false", f"run.dir={tmp_path}"])
+    assert cfg.log.reflection_markers == ["no, try"]
     train(cfg)
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in lines] == [0, 1, 2]
+    assert [m["step"] for m in lines] == [0, 1, 2, 3]
     assert all(m["reward/reasoning_gym/error"] == 0 and 0 <= m["reward/accuracy"] <= 1 for m in lines[1:])
-    assert "eval/countdown/pass@1" in lines[2]
+    assert all(0 <= m["response/reflection_rate"] <= 1 for m in lines[1:]) and "eval/countdown/pass@1" in lines[3]
+    rows = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert "Final answer format instructions" in rows[0]["prompt"]  # reasoning-gym's countdown prompt
 
 
 def test_data_mix_joins_sources_each_by_its_format():

@@ -43,12 +43,17 @@ def test_mixed_run_raises_both_math_and_code(tmp_path):
         assert last[f"{source}/pass@1"] - first[f"{source}/pass@1"] >= 0.10, source
 
 
-def _call_rates(run_dir) -> list[float]:
+def _series(run_dir, key: str) -> list[float]:
+    """`key` at every step of the run in `run_dir` that logged it."""
     import json
     from pathlib import Path
 
     rows = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    return [m["tools/call_rate"] for m in rows if "tools/call_rate" in m]
+    return [m[key] for m in rows if key in m]
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
 
 
 @pytest.mark.slow
@@ -61,9 +66,30 @@ def test_the_tool_task_learns_to_call_and_its_silent_control_does_not(tmp_path):
     for tool in ("python", "silent"):
         cfg = load_config("configs/tiny-tir.yaml", [f"rollout.tools.name={tool}", f"run.dir={tmp_path / tool}",
                                                     "run.save_checkpoint=false"])
-        got[tool] = (train(cfg), _call_rates(tmp_path / tool))
+        got[tool] = (train(cfg), _series(tmp_path / tool, "tools/call_rate"))
     (run, rates), (control, _) = got["python"], got["silent"]
     assert run["eval_problems"] >= 256
     assert 0.05 <= sum(rates[:5]) / 5 <= 0.20 and sum(rates[-5:]) / 5 >= 0.8, rates
     assert run["final_accuracy"] - run["base_accuracy"] >= 0.40
     assert control["final_accuracy"] <= run["final_accuracy"] - 0.30
+
+
+@pytest.mark.slow
+def test_countdown_learns_by_searching_longer_and_its_short_control_learns_less(tmp_path):
+    """configs/tiny-countdown.yaml (issue #28), R1-Zero's two signs: held-out accuracy rises by 0.25 while the
+    answers at least double in length and the reflection rate rises. The control, with the length held just above a
+    quick guess, same seed and steps, learns clearly less: the length is what pays."""
+    ensure("models/tiny-countdown-base")
+    got = {}
+    for name, extra in (("run", []), ("short", ["rollout.max_new_tokens=16"])):
+        cfg = load_config("configs/tiny-countdown.yaml", extra + [f"run.dir={tmp_path / name}",
+                                                                 "run.save_checkpoint=false"])
+        got[name] = train(cfg)
+    run, control = got["run"], got["short"]
+    lengths = _series(tmp_path / "run", "response/len_mean")
+    reflection = _series(tmp_path / "run", "response/reflection_rate")
+    assert run["eval_problems"] >= 256
+    assert run["final_accuracy"] - run["base_accuracy"] >= 0.25
+    assert _mean(lengths[-5:]) >= 2 * _mean(lengths[:5]), lengths
+    assert _mean(reflection[-5:]) > _mean(reflection[:5]), reflection
+    assert control["final_accuracy"] <= run["final_accuracy"] - 0.15
