@@ -6,10 +6,9 @@ numbers in the order the problem lists them (random signs, the last chosen to la
 one step at a time, and sets the result beside the target ("7 vs 7": two tokens side by side, which the tiny model
 learns to compare where it did not compare a result with a target written far back); on a miss it says "no, try"
 and tries another, stopping at a hit ("yes") or after its budget of tries (then it answers its last, wrong,
-candidate). The budget varies from 1 to MAX_TRIES, so a longer search succeeds
-more often than a short one. The rest guess an expression without computing it, which is usually wrong. So at
-temperature 1 the base model sometimes searches and usually guesses, and RL has to discover that searching pays
-(configs/tiny-countdown.yaml). Documents come from the training seed only, and none holds a held-out or eval
+candidate). The budget varies from 1 to MAX_TRIES, so a longer search succeeds more often than a short one. The
+rest guess an expression without computing it, which is usually wrong. So at temperature 1 the base model
+sometimes searches and usually guesses, and RL has to discover that searching pays (configs/tiny-countdown.yaml). Documents come from the training seed only, and none holds a held-out or eval
 problem.
 
 A fifth of the documents are arithmetic drills with no template: chains of + and - steps, as a pretraining corpus
@@ -86,8 +85,9 @@ def search(numbers: list[int], target: int, rng: random.Random) -> str:
         steps, value, expr = chain(*fresh_candidate(numbers, target, rng, seen))
         tries.append(f"{expr}: {steps}, {value} vs {target}")
         if value == target:
-            return f" target {target}. " + f" {RETRY} ".join(tries) + f" yes </think> <answer> {expr} </answer>"
-    return f" target {target}. " + f" {RETRY} ".join(tries) + f" no </think> <answer> {expr} </answer>"
+            break
+    verdict = "yes" if value == target else "no"
+    return f" target {target}. " + f" {RETRY} ".join(tries) + f" {verdict} </think> <answer> {expr} </answer>"
 
 
 def guess(numbers: list[int], rng: random.Random) -> str:
@@ -109,8 +109,7 @@ def held_out_problems() -> frozenset[tuple[tuple[int, ...], int]]:
 
 def training_rows(n: int) -> list[dict]:
     """The training seed's first `n` rows, less those that hold a held-out or eval problem. (The ranges hold few
-    distinct problems: 10,000 rows hold about 3,900, and a row of the training seed often holds a problem of the
-    other seeds.)"""
+    distinct problems: 4,000 rows hold 1,767, and 581 of them hold one of the 239 held-out problems.)"""
     import reasoning_gym
 
     held = held_out_problems()
